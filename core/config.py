@@ -1,0 +1,149 @@
+"""Settings: built once from the environment, validated, then passed down.
+
+No other module reads ``os.environ``. A bad value raises :class:`ConfigError` whose
+message is one line naming the variable; the ``postback`` command prints it and exits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+DEFAULT_RETRY_SCHEDULE = (30, 120, 600, 1800, 3600, 10800, 21600, 43200)
+
+
+class ConfigError(ValueError):
+    """A setting from the environment is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    admin_token: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080
+    threads: int = 8
+    namespace: str = "pb"
+    partitions: int = 1
+    retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    forward_timeout: float = 10.0
+    forward_connect_timeout: float = 3.0
+    forward_concurrency: int = 32
+    partner_max_inflight: int = 8
+    pause_after_failures: int = 10
+    probe_interval_s: float = 60.0
+    claim_idle_ms: int = 60000
+    log_retention_days: float = 30.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default_factory=tuple
+    )
+    matcher_batch: int = 500
+    block_ms: int = 2000
+    max_deliveries: int = 5
+    fallback_window_s: int = 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); raise ConfigError on bad values."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, (attr, parse) in _VARIABLES.items():
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[attr] = parse(raw.strip())
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        return cls(**values)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.log_retention_days * 86400 * 1000)
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a port number from 1 to 65535")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _schedule(raw: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError("must be comma-separated whole seconds, e.g. 30,120,600") from None
+    if not steps or any(step < 0 for step in steps):
+        raise ValueError("must be comma-separated whole seconds, none negative")
+    return steps
+
+
+def _networks(raw: str) -> tuple:
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError as exc:
+        raise ValueError(f"not an IP address or CIDR: {exc}") from None
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _namespace(raw: str) -> str:
+    if not raw.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("letters, digits, '-' and '_' only")
+    return raw
+
+
+_VARIABLES = {
+    "REDIS_URL": ("redis_url", _redis_url),
+    "POSTBACK_ADMIN_TOKEN": ("admin_token", str),
+    "HOST": ("host", str),
+    "PORT": ("port", _port),
+    "POSTBACK_THREADS": ("threads", _positive_int),
+    "POSTBACK_NAMESPACE": ("namespace", _namespace),
+    "POSTBACK_PARTITIONS": ("partitions", _positive_int),
+    "POSTBACK_RETRY_SCHEDULE": ("retry_schedule", _schedule),
+    "POSTBACK_FORWARD_TIMEOUT": ("forward_timeout", _positive_float),
+    "POSTBACK_FORWARD_CONNECT_TIMEOUT": ("forward_connect_timeout", _positive_float),
+    "POSTBACK_FORWARD_CONCURRENCY": ("forward_concurrency", _positive_int),
+    "POSTBACK_PARTNER_MAX_INFLIGHT": ("partner_max_inflight", _positive_int),
+    "POSTBACK_PAUSE_AFTER_FAILURES": ("pause_after_failures", _positive_int),
+    "POSTBACK_PROBE_INTERVAL": ("probe_interval_s", _positive_float),
+    "POSTBACK_CLAIM_IDLE_MS": ("claim_idle_ms", _positive_int),
+    "POSTBACK_LOG_RETENTION_DAYS": ("log_retention_days", _positive_float),
+    "POSTBACK_TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "POSTBACK_MATCHER_BATCH": ("matcher_batch", _positive_int),
+    "POSTBACK_BLOCK_MS": ("block_ms", _positive_int),
+    "POSTBACK_MAX_DELIVERIES": ("max_deliveries", _positive_int),
+    "POSTBACK_FALLBACK_WINDOW": ("fallback_window_s", _positive_int),
+}
+
+#: Every variable the system reads, for the README and ``postback --help``.
+VARIABLES = tuple(_VARIABLES)

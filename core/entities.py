@@ -1,0 +1,399 @@
+"""Sources, offers, partners and clicks: their fields and the rules they obey.
+
+Plain values and validation only; ``storage.repositories`` keeps them in Redis. The
+admin command and the admin HTTP API both validate through here, so a bad field gets the
+same one-line error from either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import socket
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from core.money import AmountError, format_cents, parse_amount, parse_percent, to_cents
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+SUB_IDS = ("sub1", "sub2", "sub3", "sub4", "sub5")
+
+
+class ValidationError(ValueError):
+    """A field that breaks a rule. ``str()`` is one line naming the field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+def check_id(field_name: str, value: object) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ValidationError(
+            field_name, "1-128 characters of letters, digits, '_', '.', ':' or '-'"
+        )
+    return value
+
+
+def check_currency(value: object, field_name: str = "currency") -> str:
+    text = str(value or "").strip().upper()
+    if not CURRENCY_PATTERN.match(text):
+        raise ValidationError(field_name, "must be a 3-letter ISO 4217 code such as USD")
+    return text
+
+
+def check_networks(values: list[str] | tuple[str, ...]) -> list[str]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise ValidationError("allow_ip", f"{value!r} is not an IP address or CIDR") from None
+    return networks
+
+
+def check_http_url(field_name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field_name, "must be an http or https URL")
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            field_name, f"must be an http or https URL with a host, not {value!r}"
+        )
+    if any(ch.isspace() for ch in value):
+        raise ValidationError(field_name, "must not contain spaces")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValidationError(field_name, "has a malformed port") from None
+    return value
+
+
+def is_private_host(host: str) -> bool:
+    """True for loopback, private, link-local and otherwise non-public addresses.
+
+    Host names are resolved; one that resolves to any non-public address counts as
+    private. A name that does not resolve is judged by its text alone.
+    """
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        return _is_private_ip(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return any(_is_private_ip(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos)
+
+
+def _is_private_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+def check_partner_url(value: object, *, allow_private: bool = False) -> str:
+    url = check_http_url("url", value)
+    host = urlsplit(url).hostname or ""
+    if not allow_private and is_private_host(host):
+        raise ValidationError(
+            "url",
+            f"{host} is a loopback, private or link-local address; "
+            "pass --allow-private (allow_private) to permit it",
+        )
+    return url
+
+
+def new_source_key() -> str:
+    """24 random URL-safe characters."""
+    return secrets.token_urlsafe(18)
+
+
+def _flag(value: object) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+@dataclass
+class Source:
+    key: str
+    name: str
+    active: bool = True
+    allow: list[str] = field(default_factory=list)
+    secret: str = ""
+    created: int = 0
+
+    @classmethod
+    def build(cls, *, name: str, key: str | None = None, allow_ip=(), secret: str = "") -> Source:
+        if not name or not str(name).strip():
+            raise ValidationError("name", "required")
+        if key is None:
+            key = new_source_key()
+        elif not re.fullmatch(r"[A-Za-z0-9_\-]{16,128}", key):
+            raise ValidationError(
+                "key", "at least 16 URL-safe characters (letters, digits, '-', '_')"
+            )
+        return cls(
+            key=key, name=str(name).strip(), allow=check_networks(list(allow_ip)), secret=secret
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "active": "1" if self.active else "0",
+            "allow": ",".join(self.allow),
+            "secret": self.secret,
+            "created": str(self.created),
+        }
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> Source:
+        return cls(
+            key=data["key"],
+            name=data.get("name", ""),
+            active=_flag(data.get("active", "0")),
+            allow=[a for a in data.get("allow", "").split(",") if a],
+            secret=data.get("secret", ""),
+            created=int(data.get("created") or 0),
+        )
+
+    def public(self) -> dict:
+        """The fields shown by ``--json`` and the admin API (the secret stays hidden)."""
+        out = asdict(self)
+        out["has_secret"] = bool(out.pop("secret"))
+        return out
+
+
+@dataclass
+class Offer:
+    offer_id: str
+    name: str = ""
+    payout_model: str = "revshare"  # revshare | fixed
+    revshare_percent: Decimal | None = None
+    fixed_cents: int | None = None
+    currency: str = "USD"
+    url: str = ""
+    window_days: int = 30
+    active: bool = True
+    created: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        offer_id: str,
+        *,
+        revshare: object = None,
+        fixed: object = None,
+        currency: str = "USD",
+        url: str = "",
+        window_days: object = 30,
+        name: str = "",
+    ) -> Offer:
+        check_id("offer_id", offer_id)
+        if (revshare is None) == (fixed is None):
+            raise ValidationError(
+                "payout", "give exactly one of revshare (percent) or fixed (amount)"
+            )
+        offer = cls(offer_id=offer_id, name=name or offer_id, currency=check_currency(currency))
+        if revshare is not None:
+            try:
+                offer.revshare_percent = parse_percent(revshare)
+            except AmountError as exc:
+                raise ValidationError("revshare", str(exc)) from None
+            offer.payout_model = "revshare"
+        else:
+            try:
+                offer.fixed_cents = to_cents(parse_amount(fixed))
+            except AmountError as exc:
+                raise ValidationError("fixed", str(exc)) from None
+            offer.payout_model = "fixed"
+        if url:
+            offer.url = check_http_url("url", url)
+        try:
+            offer.window_days = int(str(window_days))
+        except ValueError:
+            raise ValidationError("window_days", "must be a whole number of days") from None
+        if not 1 <= offer.window_days <= 3650:
+            raise ValidationError("window_days", "must be from 1 to 3650")
+        return offer
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "offer_id": self.offer_id,
+            "name": self.name,
+            "payout_model": self.payout_model,
+            "revshare_percent": "" if self.revshare_percent is None else str(self.revshare_percent),
+            "fixed_cents": "" if self.fixed_cents is None else str(self.fixed_cents),
+            "currency": self.currency,
+            "url": self.url,
+            "window_days": str(self.window_days),
+            "active": "1" if self.active else "0",
+            "created": str(self.created),
+        }
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> Offer:
+        return cls(
+            offer_id=data["offer_id"],
+            name=data.get("name", ""),
+            payout_model=data.get("payout_model", "revshare"),
+            revshare_percent=Decimal(data["revshare_percent"])
+            if data.get("revshare_percent")
+            else None,
+            fixed_cents=int(data["fixed_cents"]) if data.get("fixed_cents") else None,
+            currency=data.get("currency", "USD"),
+            url=data.get("url", ""),
+            window_days=int(data.get("window_days") or 30),
+            active=_flag(data.get("active", "0")),
+            created=int(data.get("created") or 0),
+        )
+
+    def public(self) -> dict:
+        return {
+            "offer_id": self.offer_id,
+            "name": self.name,
+            "payout_model": self.payout_model,
+            "revshare": None if self.revshare_percent is None else str(self.revshare_percent),
+            "fixed": None if self.fixed_cents is None else format_cents(self.fixed_cents),
+            "currency": self.currency,
+            "url": self.url,
+            "window_days": self.window_days,
+            "active": self.active,
+            "created": self.created,
+        }
+
+
+@dataclass
+class Partner:
+    partner_id: str
+    url: str
+    name: str = ""
+    email: str = ""
+    method: str = "GET"
+    scope: str = "own"  # own | all
+    secret: str = ""
+    active: bool = True
+    allow_private: bool = False
+    created: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        partner_id: str,
+        *,
+        url: str,
+        method: str = "GET",
+        scope: str = "own",
+        secret: str = "",
+        name: str = "",
+        email: str = "",
+        allow_private: bool = False,
+    ) -> Partner:
+        check_id("partner_id", partner_id)
+        method = str(method or "GET").upper()
+        if method not in ("GET", "POST"):
+            raise ValidationError("method", "must be GET or POST")
+        scope = str(scope or "own").lower()
+        if scope not in ("own", "all"):
+            raise ValidationError("scope", "must be own or all")
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            raise ValidationError("email", f"{email!r} is not an email address")
+        return cls(
+            partner_id=partner_id,
+            url=check_partner_url(url, allow_private=allow_private),
+            name=name or partner_id,
+            email=email,
+            method=method,
+            scope=scope,
+            secret=secret or "",
+            allow_private=allow_private,
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "partner_id": self.partner_id,
+            "url": self.url,
+            "name": self.name,
+            "email": self.email,
+            "method": self.method,
+            "scope": self.scope,
+            "secret": self.secret,
+            "active": "1" if self.active else "0",
+            "allow_private": "1" if self.allow_private else "0",
+            "created": str(self.created),
+        }
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> Partner:
+        return cls(
+            partner_id=data["partner_id"],
+            url=data.get("url", ""),
+            name=data.get("name", ""),
+            email=data.get("email", ""),
+            method=data.get("method", "GET"),
+            scope=data.get("scope", "own"),
+            secret=data.get("secret", ""),
+            active=_flag(data.get("active", "0")),
+            allow_private=_flag(data.get("allow_private", "0")),
+            created=int(data.get("created") or 0),
+        )
+
+    def public(self) -> dict:
+        out = asdict(self)
+        out["has_secret"] = bool(out.pop("secret"))
+        return out
+
+
+@dataclass
+class Click:
+    click_id: str
+    offer_id: str
+    partner_id: str
+    user_id: str
+    ip: str = ""
+    created: int = 0
+    subs: dict[str, str] = field(default_factory=dict)
+
+    def to_redis(self) -> dict[str, str]:
+        out = {
+            "click_id": self.click_id,
+            "offer_id": self.offer_id,
+            "partner_id": self.partner_id,
+            "user_id": self.user_id,
+            "ip": self.ip,
+            "created": str(self.created),
+        }
+        out.update({k: v for k, v in self.subs.items() if v})
+        return out
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> Click:
+        return cls(
+            click_id=data["click_id"],
+            offer_id=data.get("offer_id", ""),
+            partner_id=data.get("partner_id", ""),
+            user_id=data.get("user_id", ""),
+            ip=data.get("ip", ""),
+            created=int(data.get("created") or 0),
+            subs={k: data[k] for k in SUB_IDS if data.get(k)},
+        )
+
+    def public(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "subs"}
+        out.update(self.subs)
+        return out

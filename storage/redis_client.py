@@ -1,0 +1,72 @@
+"""Redis connections with deliberate timeouts.
+
+redis-py 8 defaults to a 5 s socket timeout and ten silent retries. Neither suits us:
+a retried write can run twice, and a blocking read longer than the socket timeout is
+cut short. So every connection here has no library retries (callers decide), and a
+worker's socket timeout is set above its longest BLOCK.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from core.config import Settings
+
+#: What a lost or refused connection raises; callers answer 503 or back off and retry.
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+def connect(
+    settings: Settings,
+    *,
+    socket_timeout: float | None = 5.0,
+    max_connections: int | None = None,
+) -> redis.Redis:
+    """A client for ``settings.redis_url``, decoding replies to ``str``.
+
+    >>> r = connect(Settings(), socket_timeout=2.0 + 5)  # a worker blocking 2 s
+    """
+    kwargs: dict = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 2.0,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 30,
+    }
+    if max_connections:
+        kwargs["max_connections"] = max_connections
+    return redis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def worker_connection(settings: Settings) -> redis.Redis:
+    """A client whose socket timeout outlasts ``settings.block_ms`` by a margin."""
+    return connect(settings, socket_timeout=settings.block_ms / 1000 + 10)
+
+
+def ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except UNAVAILABLE:
+        return False
+
+
+def ensure_groups(client: redis.Redis, keys) -> None:
+    """Create the matcher and forwarder groups (MKSTREAM) on every partition.
+
+    Created at ID 0, not ``$``: a stream that already holds entries (written after a
+    Redis restart, before any group existed) is read from its start, never skipped.
+    """
+    from storage.keys import FORWARDER_GROUP, MATCHER_GROUP
+
+    for n in keys.all_partitions():
+        for stream, group in (
+            (keys.input_stream(n), MATCHER_GROUP),
+            (keys.forward_stream(n), FORWARDER_GROUP),
+        ):
+            try:
+                client.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise

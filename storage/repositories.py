@@ -1,0 +1,273 @@
+"""Sources, offers, partners, clicks, users and conversions in Redis.
+
+Thin wrappers, a command or a pipeline each. Validation happens in ``core.entities``
+before anything is written; every change to sources, offers or partners bumps the
+config version so running workers reload at their next batch.
+
+    >>> store = Store(client, Keys("pb"))
+    >>> store.add_offer(Offer.build("VBFS6", revshare=80))
+    >>> store.get_offer("VBFS6").revshare_percent
+    Decimal('80')
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import orjson
+import redis
+
+from core import conversions as conv
+from core.entities import SUB_IDS, Click, Offer, Partner, Source, ValidationError, check_id
+from core.money import format_cents
+from storage.keys import Keys
+
+
+class NotFound(LookupError):
+    """No such record. ``str()`` is one line naming what was looked for."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.r = client
+        self.keys = keys
+
+    # -- config version --------------------------------------------------------------
+    def config_version(self) -> int:
+        return int(self.r.get(self.keys.config_version()) or 0)
+
+    def _bump(self, pipe) -> None:
+        pipe.incr(self.keys.config_version())
+
+    # -- sources ---------------------------------------------------------------------
+    def add_source(self, source: Source) -> Source:
+        source.created = source.created or now_ms()
+        key = self.keys.source(source.key)
+        if not self.r.hsetnx(key, "key", source.key):
+            raise ValidationError("key", "a source with this key already exists")
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping=source.to_redis())
+        pipe.sadd(self.keys.sources_index(), source.key)
+        self._bump(pipe)
+        pipe.execute()
+        return source
+
+    def get_source(self, source_key: str) -> Source:
+        data = self.r.hgetall(self.keys.source(source_key))
+        if not data:
+            raise NotFound(f"source {source_key!r} not found")
+        return Source.from_redis(data)
+
+    def list_sources(self) -> list[Source]:
+        return self._list(self.keys.sources_index(), self.keys.source, Source)
+
+    def update_source(self, source_key: str, **changes) -> Source:
+        source = self.get_source(source_key)
+        for name, value in changes.items():
+            setattr(source, name, value)
+        self._save(self.keys.source(source_key), source.to_redis())
+        return source
+
+    # -- offers ----------------------------------------------------------------------
+    def add_offer(self, offer: Offer) -> Offer:
+        offer.created = offer.created or now_ms()
+        return self._add(
+            self.keys.offer(offer.offer_id),
+            self.keys.offers_index(),
+            offer,
+            offer.offer_id,
+            "offer_id",
+        )
+
+    def get_offer(self, offer_id: str) -> Offer:
+        data = self.r.hgetall(self.keys.offer(offer_id))
+        if not data:
+            raise NotFound(f"offer {offer_id!r} not found")
+        return Offer.from_redis(data)
+
+    def list_offers(self) -> list[Offer]:
+        return self._list(self.keys.offers_index(), self.keys.offer, Offer)
+
+    def update_offer(self, offer_id: str, offer: Offer) -> Offer:
+        """Replace an offer's fields with a freshly validated ``offer`` (same id)."""
+        current = self.get_offer(offer_id)
+        offer.created, offer.active = current.created, current.active
+        self._save(self.keys.offer(offer_id), offer.to_redis())
+        return offer
+
+    # -- partners --------------------------------------------------------------------
+    def add_partner(self, partner: Partner) -> Partner:
+        partner.created = partner.created or now_ms()
+        return self._add(
+            self.keys.partner(partner.partner_id),
+            self.keys.partners_index(),
+            partner,
+            partner.partner_id,
+            "partner_id",
+        )
+
+    def get_partner(self, partner_id: str) -> Partner:
+        data = self.r.hgetall(self.keys.partner(partner_id))
+        if not data:
+            raise NotFound(f"partner {partner_id!r} not found")
+        return Partner.from_redis(data)
+
+    def list_partners(self) -> list[Partner]:
+        return self._list(self.keys.partners_index(), self.keys.partner, Partner)
+
+    def update_partner(self, partner_id: str, partner: Partner) -> Partner:
+        current = self.get_partner(partner_id)
+        partner.created, partner.active = current.created, current.active
+        self._save(self.keys.partner(partner_id), partner.to_redis())
+        return partner
+
+    # -- activation (sources by key, offers and partners by id) ----------------------
+    def set_active(self, kind: str, record_id: str, active: bool) -> None:
+        key = {"source": self.keys.source, "offer": self.keys.offer, "partner": self.keys.partner}[
+            kind
+        ](record_id)
+        if not self.r.exists(key):
+            raise NotFound(f"{kind} {record_id!r} not found")
+        pipe = self.r.pipeline()
+        pipe.hset(key, "active", "1" if active else "0")
+        self._bump(pipe)
+        pipe.execute()
+
+    # -- clicks ----------------------------------------------------------------------
+    def add_click(
+        self,
+        *,
+        offer_id: str,
+        partner_id: str,
+        user_id: str,
+        ip: str = "",
+        click_id: str | None = None,
+        subs: dict[str, str] | None = None,
+        offer: Offer | None = None,
+        fallback_window_s: int = 3600,
+    ) -> Click:
+        """Record a click; its offer must exist and be active, its partner must exist.
+
+        The click expires a day after the offer's attribution window. The offer's
+        recent-click index keeps only what fallback matching can still use.
+        """
+        offer = offer or self.get_offer(offer_id)
+        if not offer.active:
+            raise ValidationError("offer", f"offer {offer_id!r} is not active")
+        check_id("partner", partner_id)
+        check_id("user", user_id)
+        if click_id is None:
+            click_id = "CLK-" + secrets.token_hex(8).upper()
+        else:
+            check_id("click_id", click_id)
+        click = Click(
+            click_id=click_id,
+            offer_id=offer.offer_id,
+            partner_id=partner_id,
+            user_id=user_id,
+            ip=ip,
+            created=now_ms(),
+            subs={k: str(v)[:256] for k, v in (subs or {}).items() if k in SUB_IDS and v},
+        )
+        key = self.keys.click(click_id)
+        index = self.keys.offer_clicks(offer.offer_id)
+        pipe = self.r.pipeline()
+        pipe.exists(self.keys.partner(partner_id))
+        pipe.hsetnx(key, "click_id", click_id)
+        exists_partner, fresh = pipe.execute()
+        if not exists_partner:
+            if fresh:
+                self.r.delete(key)
+            raise ValidationError("partner", f"partner {partner_id!r} not found")
+        if not fresh:
+            raise ValidationError("click_id", f"click {click_id!r} already exists")
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping=click.to_redis())
+        pipe.expire(key, (offer.window_days + 1) * 86400)
+        pipe.zadd(index, {click_id: click.created})
+        pipe.zremrangebyscore(index, "-inf", click.created - 2 * fallback_window_s * 1000)
+        pipe.expire(index, 2 * fallback_window_s)
+        pipe.execute()
+        return click
+
+    def get_click(self, click_id: str) -> Click:
+        data = self.r.hgetall(self.keys.click(click_id))
+        if not data or "offer_id" not in data:
+            raise NotFound(f"click {click_id!r} not found")
+        return Click.from_redis(data)
+
+    # -- users and conversions -------------------------------------------------------
+    def points_cents(self, user_id: str) -> int:
+        """A user's balance: the sum of their share in every partition's ledger."""
+        pipe = self.r.pipeline(transaction=False)
+        for n in self.keys.all_partitions():
+            pipe.hget(self.keys.points(n), user_id)
+        return sum(int(v or 0) for v in pipe.execute())
+
+    def user(self, user_id: str) -> dict:
+        return {"user_id": user_id, "points": format_cents(self.points_cents(user_id))}
+
+    def get_conversion(self, conversion_id: str) -> dict:
+        """A conversion as people read it: amounts as "2.80", history and custom decoded."""
+        try:
+            n = conv.partition_of(conversion_id)
+        except conv.UnknownConversion:
+            raise NotFound(f"conversion {conversion_id!r} not found") from None
+        data = (
+            self.r.hgetall(self.keys.conversion(n, conversion_id))
+            if n < self.keys.partitions
+            else {}
+        )
+        if not data:
+            raise NotFound(f"conversion {conversion_id!r} not found")
+        return conversion_public(data)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _add(self, key: str, index: str, record, record_id: str, field_name: str):
+        id_field = field_name
+        if not self.r.hsetnx(key, id_field, record_id):
+            raise ValidationError(field_name, f"{record_id!r} already exists")
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping=record.to_redis())
+        pipe.sadd(index, record_id)
+        self._bump(pipe)
+        pipe.execute()
+        return record
+
+    def _save(self, key: str, mapping: dict[str, str]) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping=mapping)
+        self._bump(pipe)
+        pipe.execute()
+
+    def _list(self, index: str, key_of, cls) -> list:
+        ids = sorted(self.r.smembers(index))
+        pipe = self.r.pipeline(transaction=False)
+        for record_id in ids:
+            pipe.hgetall(key_of(record_id))
+        return [cls.from_redis(data) for data in pipe.execute() if data]
+
+
+def conversion_public(data: dict[str, str]) -> dict:
+    out = {
+        k: v for k, v in data.items() if not k.endswith("_cents") and k not in ("history", "custom")
+    }
+    for name in ("payout", "partner_payout", "credited"):
+        if f"{name}_cents" in data:
+            out[name] = format_cents(int(data[f"{name}_cents"]))
+    out["custom"] = orjson.loads(data.get("custom") or "{}")
+    history = orjson.loads(data.get("history") or "[]")
+    for step in history:
+        for name in ("payout", "partner_payout"):
+            if f"{name}_cents" in step:
+                step[name] = format_cents(int(step.pop(f"{name}_cents")))
+    out["history"] = history
+    for name in ("created", "updated"):
+        if name in out:
+            out[name] = int(out[name])
+    return out

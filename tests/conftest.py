@@ -1,0 +1,87 @@
+"""Shared fixtures: a real Redis per test in its own namespace, cleaned up after.
+
+``REDIS_URL`` (default redis://127.0.0.1:6379/0) names the server; every test gets a
+fresh key namespace, so tests never see each other's keys, even when run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from core.config import Settings
+from scripts.embedded_redis import answers, ensure_redis
+from storage.keys import Keys
+from storage.redis_client import connect, ensure_groups
+from storage.repositories import Store
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+_started = None
+
+
+def pytest_configure(config):
+    """Start a throwaway redis-server when none answers, so a fresh machine can test."""
+    global REDIS_URL, _started
+    if answers(REDIS_URL):
+        return
+    _started = ensure_redis(REDIS_URL)
+    REDIS_URL = os.environ["REDIS_URL"] = _started.url
+
+
+def pytest_unconfigure(config):
+    if _started is not None:
+        _started.stop()
+
+
+def _delete_namespace(client: redis.Redis, namespace: str) -> None:
+    batch = []
+    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch.clear()
+    if batch:
+        client.delete(*batch)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def settings(namespace) -> Settings:
+    """Settings for a test: its own namespace, short blocks, a fast retry schedule."""
+    return Settings(
+        redis_url=REDIS_URL,
+        namespace=namespace,
+        block_ms=100,
+        retry_schedule=(1, 1, 1),
+        claim_idle_ms=1000,
+    )
+
+
+@pytest.fixture
+def redis_client(settings):
+    client = connect(settings)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"no Redis at {settings.redis_url}: start one (see README)")
+    yield client
+    _delete_namespace(client, settings.namespace)
+    client.close()
+
+
+@pytest.fixture
+def keys(settings) -> Keys:
+    return Keys(settings.namespace, settings.partitions)
+
+
+@pytest.fixture
+def store(redis_client, keys) -> Store:
+    ensure_groups(redis_client, keys)
+    return Store(redis_client, keys)
