@@ -67,7 +67,7 @@ def parse_percent(raw: object) -> Decimal:
         raise AmountError("must be a number from 0 to 100")
     if value != value.quantize(Decimal("0.0001")):
         raise AmountError("at most 4 decimals")
-    return value.normalize() if value != 0 else Decimal(0)
+    return Decimal(format(value.normalize(), "f"))  # "80.00" → 80, never "8E+1"
 
 
 def revshare_cents(upstream_cents: int, percent: Decimal) -> int:
