@@ -12,7 +12,7 @@ import redis
 from core.config import Settings
 from core.entities import ValidationError
 from edge.context import EdgeContext
-from storage.redis_client import UNAVAILABLE, ensure_groups
+from storage.redis_client import UNAVAILABLE
 from storage.repositories import NotFound
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,19 @@ def _dumps(obj) -> str:
     return orjson.dumps(obj).decode()
 
 
-def create_app(settings: Settings, client: redis.Redis | None = None) -> falcon.App:
-    ctx = EdgeContext.build(settings, client)
-    try:
-        ensure_groups(ctx.redis, ctx.keys)
-    except UNAVAILABLE as exc:  # the edge starts anyway and answers 503 until Redis is back
-        log.warning("Redis unreachable at start, consumer groups not created yet: %s", exc)
+class EdgeApp(falcon.App):
+    """A Falcon app that carries its :class:`EdgeContext` (``falcon.App`` has slots)."""
 
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    ctx: EdgeContext
+
+
+def create_app(settings: Settings, client: redis.Redis | None = None) -> EdgeApp:
+    ctx = EdgeContext.build(settings, client)
+    # The edge starts anyway when Redis is down: it answers 503 until Redis is back,
+    # and creates the groups then.
+    ctx.ensure_groups(quiet=True)
+
+    app = EdgeApp(media_type=falcon.MEDIA_JSON)
     json_handler = falcon.media.JSONHandler(dumps=_dumps, loads=orjson.loads)
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: json_handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: json_handler})
@@ -49,6 +54,9 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> falcon.
     app.add_error_handler(NotFound, _not_found)
     for exc_type in UNAVAILABLE:
         app.add_error_handler(exc_type, _redis_unavailable)
+    # Any other Redis error (OOM, READONLY after a failover, BUSY script...) means the
+    # request was not accepted either: 503 so the sender retries, never a bare 500.
+    app.add_error_handler(redis.RedisError, _redis_error)
     app.ctx = ctx
 
     for module_name in RESOURCE_MODULES:
@@ -79,6 +87,15 @@ def _not_found(req, resp, exc: NotFound, params) -> None:
 
 def _redis_unavailable(req, resp, exc, params) -> None:
     log.warning("Redis unavailable: %s", exc)
+    raise falcon.HTTPServiceUnavailable(
+        title="Service unavailable",
+        description="storage unavailable, retry later",
+        retry_after=5,
+    )
+
+
+def _redis_error(req, resp, exc, params) -> None:
+    log.error("Redis error on %s %s: %s", req.method, req.path, exc)
     raise falcon.HTTPServiceUnavailable(
         title="Service unavailable",
         description="storage unavailable, retry later",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import redis
 
 from core.config import Settings
 from storage.keys import Keys
-from storage.redis_client import connect
+from storage.redis_client import UNAVAILABLE, connect, ensure_groups
 from storage.repositories import Store
 from storage.scripts import Scripts, default_scripts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,6 +23,10 @@ class EdgeContext:
     keys: Keys
     store: Store
     scripts: Scripts
+    #: source key → its allow-list string as last seen in Redis; a key absent here means
+    #: "any IP". The ingest script says when an entry is stale, so changes apply at once.
+    allow_cache: dict[str, str] = field(default_factory=dict)
+    groups_ready: bool = False
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis | None = None) -> EdgeContext:
@@ -30,3 +37,22 @@ class EdgeContext:
         )
         keys = Keys(settings.namespace, settings.partitions)
         return cls(settings, client, keys, Store(client, keys), default_scripts())
+
+    def ensure_groups(self, *, quiet: bool = False) -> bool:
+        """Create the consumer groups once (SPEC §8: the edge creates them at start).
+
+        When Redis was down at start this is tried again before the next write, so
+        ``postback lag`` shows the groups as soon as postbacks flow. With ``quiet`` a
+        Redis that is unreachable (or answers an error) returns False instead of raising.
+        """
+        if self.groups_ready:
+            return True
+        try:
+            ensure_groups(self.redis, self.keys)
+        except (*UNAVAILABLE, redis.RedisError) as exc:
+            if not quiet:
+                raise
+            log.warning("consumer groups not created yet: %s", exc)
+            return False
+        self.groups_ready = True
+        return True

@@ -1,0 +1,75 @@
+"""``postback edge [--host H] [--port P] [--threads N]``: serve the edge with waitress.
+
+SIGTERM and Ctrl-C stop accepting, let the requests in hand finish, and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import waitress
+
+from core.config import Settings
+from core.entities import ValidationError
+from core.postback import MAX_BATCH_BODY
+from edge.app import create_app
+
+log = logging.getLogger("postback.edge")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default $HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (default $PORT or 8080)")
+    parser.add_argument(
+        "--threads", type=int, help="worker threads (default $POSTBACK_THREADS or 8)"
+    )
+
+
+def _stop(signum, frame) -> None:
+    # waitress's loop ends on KeyboardInterrupt and waits for the tasks in hand.
+    raise KeyboardInterrupt
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    threads = settings.threads if args.threads is None else args.threads
+    if not 0 < port < 65536:
+        raise ValidationError("port", "must be a port number from 1 to 65535")
+    if threads < 1:
+        raise ValidationError("threads", "must be at least 1")
+    settings = settings.with_overrides(host=host, port=port, threads=threads)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("waitress").setLevel(logging.WARNING)  # its "Serving on" repeats ours
+
+    app = create_app(settings)
+    try:
+        server = waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            # A chunked body is buffered by waitress before the app sees it: cap it at the
+            # batch limit, the largest body the edge accepts.
+            max_request_body_size=MAX_BATCH_BODY,
+            ident="postback-relay",
+            asyncore_use_poll=True,
+        )
+    except OSError as exc:
+        print(f"postback edge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _stop)
+    log.info(
+        "postback edge on http://%s:%s (%d threads)",
+        host,
+        getattr(server, "effective_port", port),
+        threads,
+    )
+    server.run()
+    server.close()
+    log.info("postback edge stopped")
+    return 0
