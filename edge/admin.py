@@ -1,11 +1,6 @@
-"""The admin HTTP API (SPEC §7): logs, diagnostics, test distribution, users, conversions,
-and sources, offers and partners.
-
-Every path here needs ``Authorization: Bearer <POSTBACK_ADMIN_TOKEN>`` (compared in
-constant time): a missing or wrong token gets 401; with no token configured the whole
-API is off and answers 403, never open. Validation goes through ``core.entities``, so a
-bad field gets the same one-line message as from ``postback admin``; 400 names the
-field, 404 an unknown id, 409 a duplicate.
+"""The admin HTTP API (SPEC §7): logs, diagnostics, test distribution, users and
+conversions. Sources, offers and partners are in ``edge.admin_config``; the token check
+and query parameters both use are in ``edge.admin_auth``.
 
 Logs answer ``{"logs": [...], "page": P, "pages": N, "total": T}``, newest first; a
 source is shown by name with only the last four characters of its key.
@@ -13,15 +8,20 @@ source is shown by name with only the last four characters of its key.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable, Iterable
 
 import falcon
 import orjson
 
-from core.entities import Offer, Partner, Source, ValidationError, check_networks
-from core.money import format_cents
+from edge.admin_auth import (
+    AdminResource,
+    authorize,
+    bool_param,
+    choice_param,
+    hours_param,
+    paging,
+)
 from edge.context import EdgeContext
 from processors.payload import build_payload
 from scripts import lag
@@ -29,11 +29,9 @@ from storage import logs
 from storage.formats import OUTCOMES
 from storage.repositories import NotFound
 
-MAX_PER_PAGE = 500
 #: Most log entries one page request reads (to count the total); past it the answer
 #: says ``"truncated": true`` and counts only the newest entries of the window.
 MAX_SCAN = 200_000
-MAX_HOURS = 24 * 3650
 POSTBACK_STATUSES = ("approved", "pending", "rejected", "test")
 #: The diagnostic endpoint looks at the last hour, reading at most this many entries.
 RECENT_HOURS = 1
@@ -45,121 +43,9 @@ DEGRADED_PENDING_AGE_S = 300.0
 DEGRADED_FAILURE_SHARE = 0.5
 
 
-def authorize(req: falcon.Request, resp: falcon.Response, resource, params) -> None:
-    """Falcon hook: the bearer token, or 401; no token configured, 403."""
-    token = resource.ctx.settings.admin_token
-    if not token:
-        raise falcon.HTTPForbidden(
-            title="Forbidden", description="admin API is off: set POSTBACK_ADMIN_TOKEN to enable it"
-        )
-    scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise falcon.HTTPUnauthorized(
-            title="Unauthorized",
-            description="missing or wrong token: send Authorization: Bearer <token>",
-            challenges=["Bearer"],
-        )
-    resp.cache_control = ["no-store"]  # logs, keys and balances stay out of caches
-
-
-# -- query parameters and bodies (400 names the field) ------------------------------------
-def int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = req.get_param(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(name, f"must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ValidationError(name, f"must be from {low} to {high}")
-    return value
-
-
-def hours_param(req: falcon.Request) -> float:
-    raw = req.get_param("hours")
-    if raw is None or raw.strip() == "":
-        return 24.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValidationError("hours", f"must be a number of hours, not {raw!r}") from None
-    if not 0 < value <= MAX_HOURS:
-        raise ValidationError("hours", f"must be more than 0 and at most {MAX_HOURS}")
-    return value
-
-
-def bool_param(req: falcon.Request, name: str) -> bool | None:
-    raw = (req.get_param(name) or "").strip().lower()
-    if raw == "":
-        return None
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no"):
-        return False
-    raise ValidationError(name, "must be true or false")
-
-
-def choice_param(req: falcon.Request, name: str, choices: Iterable[str]) -> str | None:
-    raw = (req.get_param(name) or "").strip().lower()
-    if raw and raw not in choices:
-        raise ValidationError(name, f"must be one of {', '.join(choices)}")
-    return raw or None
-
-
-def paging(req: falcon.Request) -> tuple[int, int]:
-    return (
-        int_param(req, "page", 1, 1, 1_000_000),
-        int_param(req, "per_page", 50, 1, MAX_PER_PAGE),
-    )
-
-
-_TEXT_FIELDS = {"name", "key", "secret", "url", "method", "scope", "email", "currency"}
-
-
-def json_body(req: falcon.Request, allowed: Iterable[str]) -> dict:
-    """The request's JSON object; unknown fields and wrong types are refused by name."""
-    body = req.get_media(default_when_empty=None)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    allowed = set(allowed)
-    for name in body:
-        if name not in allowed:
-            raise ValidationError(name, f"unknown field; expected {', '.join(sorted(allowed))}")
-    for name, value in body.items():
-        if name in ("active", "allow_private") and not isinstance(value, bool):
-            raise ValidationError(name, "must be true or false")
-        if name in _TEXT_FIELDS and not isinstance(value, str):
-            raise ValidationError(name, "must be a string")
-    return body
-
-
-def _allow_ip_of(body: dict) -> list[str] | None:
-    """``allow_ip`` (as the admin command names it) or ``allow`` (as records show it)."""
-    if "allow_ip" in body and "allow" in body:
-        raise ValidationError("allow_ip", "give allow_ip or allow, not both")
-    value = body.get("allow_ip", body.get("allow"))
-    return None if value is None else _allow_ip(value)
-
-
-def _allow_ip(value) -> list[str]:
-    if isinstance(value, str):
-        value = [part for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValidationError("allow_ip", "must be a list of IP addresses or CIDRs")
-    return value
-
-
-class _Admin:
-    def __init__(self, ctx: EdgeContext) -> None:
-        self.ctx = ctx
-
-
 # -- logs and diagnostics ---------------------------------------------------------------------
 @falcon.before(authorize)
-class ReceivedPostbacks(_Admin):
+class ReceivedPostbacks(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         window = logs.Window.last_hours(hours_param(req))
         page, per_page = paging(req)
@@ -182,7 +68,7 @@ class ReceivedPostbacks(_Admin):
 
 
 @falcon.before(authorize)
-class DistributionLogs(_Admin):
+class DistributionLogs(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         window = logs.Window.last_hours(hours_param(req))
         page, per_page = paging(req)
@@ -247,7 +133,7 @@ def _failed(entry) -> bool:
 
 
 @falcon.before(authorize)
-class DistributionStatus(_Admin):
+class DistributionStatus(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         r, keys = self.ctx.redis, self.ctx.keys
         report = lag.collect(r, keys)
@@ -323,13 +209,13 @@ def queue_test_distribution(ctx: EdgeContext) -> dict:
 
 
 @falcon.before(authorize)
-class TestDistribution(_Admin):
+class TestDistribution(AdminResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = queue_test_distribution(self.ctx)
 
 
 @falcon.before(authorize)
-class TestDistributionNow(_Admin):
+class TestDistributionNow(AdminResource):
     """The older ``GET /test-distribution-now`` (seed 002), kept for existing bookmarks."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -338,13 +224,13 @@ class TestDistributionNow(_Admin):
 
 # -- users and conversions -------------------------------------------------------------------
 @falcon.before(authorize)
-class User(_Admin):
+class User(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         resp.media = self.ctx.store.user(user_id)
 
 
 @falcon.before(authorize)
-class Conversion(_Admin):
+class Conversion(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, conversion_id: str) -> None:
         conversion = self.ctx.store.get_conversion(conversion_id)
         source_key = conversion.pop("source", "")
@@ -356,181 +242,6 @@ class Conversion(_Admin):
         resp.media = conversion
 
 
-# -- sources, offers, partners ------------------------------------------------------------------
-def _listing(req: falcon.Request, records: list, name: str) -> dict:
-    active = bool_param(req, "active")
-    shown = [r.public() for r in records if active is None or r.active == active]
-    return {name: shown, "total": len(shown)}
-
-
-def _created(resp: falcon.Response, location: str, record) -> None:
-    resp.status = falcon.HTTP_201
-    resp.location = location
-    resp.media = record.public()
-
-
-def _add(add: Callable, record):
-    """Store a validated record; the only ValidationError left is a duplicate id."""
-    try:
-        return add(record)
-    except ValidationError as exc:
-        raise falcon.HTTPConflict(title="Conflict", description=str(exc)) from None
-
-
-class _Activation(_Admin):
-    kind = ""
-
-    def _get(self, record_id: str):
-        raise NotImplementedError
-
-    def _set(self, resp: falcon.Response, record_id: str, active: bool) -> None:
-        self.ctx.store.set_active(self.kind, record_id, active)
-        resp.media = self._get(record_id).public()
-
-    def on_post_deactivate(self, req: falcon.Request, resp: falcon.Response, **ids) -> None:
-        self._set(resp, next(iter(ids.values())), False)
-
-    def on_post_activate(self, req: falcon.Request, resp: falcon.Response, **ids) -> None:
-        self._set(resp, next(iter(ids.values())), True)
-
-
-@falcon.before(authorize)
-class Sources(_Admin):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = _listing(req, self.ctx.store.list_sources(), "sources")
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = json_body(req, ("name", "key", "allow_ip", "allow", "secret"))
-        source = Source.build(
-            name=body.get("name", ""),
-            key=body.get("key"),
-            allow_ip=_allow_ip_of(body) or [],
-            secret=body.get("secret", ""),
-        )
-        _add(self.ctx.store.add_source, source)
-        _created(resp, f"/api/admin/sources/{source.key}", source)
-
-
-@falcon.before(authorize)
-class SourceItem(_Activation):
-    kind = "source"
-
-    def _get(self, record_id: str) -> Source:
-        return self.ctx.store.get_source(record_id)
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        resp.media = self._get(key).public()
-
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        body = json_body(req, ("name", "allow_ip", "allow", "secret", "active"))
-        changes: dict = {}
-        if "name" in body:
-            if not body["name"].strip():
-                raise ValidationError("name", "required")
-            changes["name"] = body["name"].strip()
-        allow = _allow_ip_of(body)
-        if allow is not None:
-            changes["allow"] = check_networks(allow)
-        if "secret" in body:
-            changes["secret"] = body["secret"]
-        self._get(key)  # 404 before any write
-        if changes:
-            self.ctx.store.update_source(key, **changes)
-        if "active" in body:
-            self.ctx.store.set_active("source", key, body["active"])
-        resp.media = self._get(key).public()
-
-
-OFFER_FIELDS = ("name", "revshare", "fixed", "currency", "url", "window_days")
-
-
-@falcon.before(authorize)
-class Offers(_Admin):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = _listing(req, self.ctx.store.list_offers(), "offers")
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = json_body(req, ("offer_id", *OFFER_FIELDS))
-        offer_id = body.pop("offer_id", None)
-        offer = Offer.build(offer_id, **{k: v for k, v in body.items() if v is not None})
-        _add(self.ctx.store.add_offer, offer)
-        _created(resp, f"/api/admin/offers/{offer.offer_id}", offer)
-
-
-@falcon.before(authorize)
-class OfferItem(_Activation):
-    kind = "offer"
-
-    def _get(self, record_id: str) -> Offer:
-        return self.ctx.store.get_offer(record_id)
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, offer_id: str) -> None:
-        resp.media = self._get(offer_id).public()
-
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, offer_id: str) -> None:
-        body = json_body(req, (*OFFER_FIELDS, "active"))
-        current = self._get(offer_id)
-        fields = {
-            "name": current.name,
-            "revshare": current.revshare_percent,
-            "fixed": None if current.fixed_cents is None else format_cents(current.fixed_cents),
-            "currency": current.currency,
-            "url": current.url,
-            "window_days": current.window_days,
-        }
-        # Switching payout model: the one given replaces the other.
-        if "revshare" in body and "fixed" not in body:
-            fields["fixed"] = None
-        if "fixed" in body and "revshare" not in body:
-            fields["revshare"] = None
-        fields.update({k: v for k, v in body.items() if k != "active"})
-        offer = Offer.build(offer_id, **fields)
-        self.ctx.store.update_offer(offer_id, offer)
-        if "active" in body:
-            self.ctx.store.set_active("offer", offer_id, body["active"])
-        resp.media = self._get(offer_id).public()
-
-
-PARTNER_FIELDS = ("url", "method", "scope", "secret", "name", "email", "allow_private")
-
-
-@falcon.before(authorize)
-class Partners(_Admin):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = _listing(req, self.ctx.store.list_partners(), "partners")
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = json_body(req, ("partner_id", *PARTNER_FIELDS))
-        partner_id = body.pop("partner_id", None)
-        if "url" not in body:
-            raise ValidationError("url", "required")
-        partner = Partner.build(partner_id, **body)
-        _add(self.ctx.store.add_partner, partner)
-        _created(resp, f"/api/admin/partners/{partner.partner_id}", partner)
-
-
-@falcon.before(authorize)
-class PartnerItem(_Activation):
-    kind = "partner"
-
-    def _get(self, record_id: str) -> Partner:
-        return self.ctx.store.get_partner(record_id)
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, partner_id: str) -> None:
-        resp.media = self._get(partner_id).public()
-
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, partner_id: str) -> None:
-        body = json_body(req, (*PARTNER_FIELDS, "active"))
-        current = self._get(partner_id)
-        fields = {name: getattr(current, name) for name in PARTNER_FIELDS}
-        fields.update({k: v for k, v in body.items() if k != "active"})
-        partner = Partner.build(partner_id, **fields)
-        self.ctx.store.update_partner(partner_id, partner)
-        if "active" in body:
-            self.ctx.store.set_active("partner", partner_id, body["active"])
-        resp.media = self._get(partner_id).public()
-
-
 def register(app: falcon.App, ctx: EdgeContext) -> None:
     app.add_route("/api/admin/received-postbacks", ReceivedPostbacks(ctx))
     app.add_route("/api/admin/partner-distribution-logs", DistributionLogs(ctx))
@@ -539,14 +250,3 @@ def register(app: falcon.App, ctx: EdgeContext) -> None:
     app.add_route("/test-distribution-now", TestDistributionNow(ctx))
     app.add_route("/api/admin/users/{user_id}", User(ctx))
     app.add_route("/api/admin/conversions/{conversion_id}", Conversion(ctx))
-    for plural, collection, item, id_field in (
-        ("sources", Sources, SourceItem, "key"),
-        ("offers", Offers, OfferItem, "offer_id"),
-        ("partners", Partners, PartnerItem, "partner_id"),
-    ):
-        base = f"/api/admin/{plural}"
-        app.add_route(base, collection(ctx))
-        resource = item(ctx)
-        app.add_route(f"{base}/{{{id_field}}}", resource)
-        for action in ("deactivate", "activate"):
-            app.add_route(f"{base}/{{{id_field}}}/{action}", resource, suffix=action)

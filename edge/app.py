@@ -23,6 +23,7 @@ RESOURCE_MODULES = (
     "edge.clicks",
     "edge.health",
     "edge.admin",
+    "edge.admin_config",
     "edge.metrics",
     "edge.openapi",
 )
