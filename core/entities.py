@@ -80,7 +80,7 @@ def is_private_host(host: str) -> bool:
     Host names are resolved; one that resolves to any non-public address counts as
     private. A name that does not resolve is judged by its text alone.
     """
-    host = host.strip("[]").lower()
+    host = host.strip("[]").lower().rstrip(".")  # "localhost." is localhost too
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         return True
     try:

@@ -21,6 +21,7 @@ Received log (``keys.received_log(n)``, written by the matcher's atomic step)::
     reason       why (unmatched, dead-lettered, ignored status moves), else absent
     status       the postback's status
     conversion_id, click_id, offer_id, partner_id, user_id, matched_by (click_id | offer_fallback)
+    warning      set when matched_by is offer_fallback (no click_id was sent)
 
 Conversion hash (``keys.conversion(n, id)``)::
 
@@ -28,7 +29,8 @@ Conversion hash (``keys.conversion(n, id)``)::
     status, payout_cents (upstream), partner_payout_cents, credited_cents (points now
     credited by this conversion), currency, custom (JSON), matched_by, log_id (first),
     created, updated, history (JSON list of {status, at, log_id, payout_cents,
-    partner_payout_cents, effect})
+    partner_payout_cents, reason, effect}; payouts and reason only when the postback
+    sent them), survey_id and warning (offer_fallback) when present
 
 Forward job (``keys.forward_stream(n)`` field ``job``, and the retry set's members)::
 
@@ -55,6 +57,9 @@ Stats hash (``keys.stats(n)``), counters for ``/metrics``::
     outcome:<outcome>                      matcher outcomes
     delivery:<partner_id>:<result>         delivery attempts by result
     latency_bucket:<le_ms>, latency_sum_ms, latency_count   delivery latency histogram
+                                           (buckets cumulative like Prometheus ``le``:
+                                           an attempt counts in every bucket >= its ms;
+                                           +Inf is latency_count; only HTTP attempts)
 """
 
 from __future__ import annotations

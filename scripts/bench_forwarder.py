@@ -1,0 +1,214 @@
+"""``python -m scripts.bench forwarder``: deliveries per second of one forwarder process.
+
+Two cases against a local sink on 127.0.0.1 (an asyncio HTTP/1.1 keep-alive server in its
+own process, so it does not share the forwarder's GIL):
+
+* fast: the sink answers at once;
+* slow: the sink answers after ``--delay-ms`` (50).
+
+Jobs are preloaded onto the forward stream of a throwaway namespace, split evenly over
+``--partners`` partners; one :class:`processors.forwarder.Forwarder` then runs its
+``process_batch`` loop until every job is recorded (attempt logged, stats counted) or
+``--time-limit`` passes. Each case prints deliveries/s. The namespace is deleted after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import sys
+import time
+import uuid
+
+import orjson
+
+from core.config import Settings
+from core.entities import Partner
+from processors.forwarder import Forwarder
+from storage.keys import Keys
+from storage.redis_client import connect, ensure_groups
+from storage.repositories import Store
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+# -- the sink (its own process) -----------------------------------------------------------
+class _SinkProtocol(asyncio.Protocol):
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            self.buffer = self.buffer[end:]
+            delay = self.delay_s if head.split(" ", 2)[1].startswith("/slow") else 0.0
+            if delay:
+                asyncio.get_running_loop().call_later(delay, self._answer)
+            else:
+                self._answer()
+
+    def _answer(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(RESPONSE)
+
+
+def _serve(port: int, delay_s: float) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _SinkProtocol(delay_s), "127.0.0.1", port, backlog=1024
+        )
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def start_sink(delay_s: float) -> tuple[multiprocessing.Process, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(port, delay_s), daemon=True
+    )
+    process.start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench sink did not start") from None
+            time.sleep(0.05)
+    return process, f"http://127.0.0.1:{port}"
+
+
+# -- one case -----------------------------------------------------------------------------
+def run_case(
+    base: Settings, sink_url: str, path: str, *, jobs: int, partners: int, time_limit: float
+) -> tuple[int, float, float]:
+    """Deliver ``jobs`` jobs; returns (delivered, seconds, CPU seconds of this process)."""
+    settings = base.with_overrides(namespace="bench" + uuid.uuid4().hex[:10])
+    keys = Keys(settings.namespace, settings.partitions)
+    client = connect(settings, socket_timeout=settings.block_ms / 1000 + 10)
+    try:
+        ensure_groups(client, keys)
+        store = Store(client, keys)
+        ids = [f"bench-{i}" for i in range(partners)]
+        for pid in ids:
+            store.add_partner(
+                Partner.build(pid, url=f"{sink_url}{path}/{pid}", allow_private=True, secret="s")
+            )
+        pipe = client.pipeline(transaction=False)
+        created = int(time.time() * 1000)
+        for i in range(jobs):
+            job = {
+                "partner_id": ids[i % partners],
+                "payload": {
+                    "click_id": f"CLK-{i}",
+                    "status": "approved",
+                    "payout": "4.00",
+                    "currency": "USD",
+                    "offer_id": "VBFS6",
+                    "transaction_id": f"TXN-{i}",
+                    "conversion_id": f"cv0-{i:024d}",
+                    "user_id": "u1",
+                    "timestamp": created // 1000,
+                },
+                "log_id": f"{created}-{i}",
+                "conversion_id": f"cv0-{i:024d}",
+                "attempt": 1,
+                "created": created,
+            }
+            pipe.xadd(
+                keys.forward_stream(i % settings.partitions), {"job": orjson.dumps(job).decode()}
+            )
+            if len(pipe) >= 2000:
+                pipe.execute()
+        pipe.execute()
+
+        forwarder = Forwarder(settings, client, consumer="bench")
+        recorded = 0
+        started, cpu = time.perf_counter(), time.process_time()
+        deadline = started + time_limit
+        try:
+            while recorded < jobs and time.perf_counter() < deadline:
+                recorded += forwarder.process_batch(block=False)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        finally:
+            forwarder.close()
+        delivered = sum(
+            int(client.hget(keys.stats(n), f"delivery:{pid}:delivered") or 0)
+            for n in keys.all_partitions()
+            for pid in ids
+        )
+        return delivered, elapsed, cpu
+    finally:
+        for key in client.scan_iter(match=keys.pattern(), count=1000):
+            client.delete(key)
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench forwarder", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--jobs", type=int, default=20000, help="jobs in the fast case")
+    parser.add_argument("--slow-jobs", type=int, default=6000, help="jobs in the slow case")
+    parser.add_argument("--delay-ms", type=float, default=50.0, help="the slow sink's answer time")
+    parser.add_argument("--partners", type=int, default=8, help="partners the jobs are spread over")
+    parser.add_argument("--concurrency", type=int, default=64, help="deliveries in flight")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per case, at most")
+    args = parser.parse_args(argv)
+
+    base = Settings.from_env().with_overrides(forward_concurrency=args.concurrency)
+    process, url = start_sink(args.delay_ms / 1000)
+    try:
+        print(
+            f"one forwarder, concurrency {args.concurrency}, {args.partners} partners "
+            f"(at most {base.partner_max_inflight} in flight each), signed GET deliveries"
+        )
+        for name, path, jobs in (
+            ("fast sink", "/fast", args.jobs),
+            (f"{args.delay_ms:g} ms sink", "/slow", args.slow_jobs),
+        ):
+            delivered, seconds, cpu = run_case(
+                base, url, path, jobs=jobs, partners=args.partners, time_limit=args.time_limit
+            )
+            note = "" if delivered == jobs else f" (only {delivered} of {jobs} in the time limit)"
+            # CPU per delivery is the steadier figure on a busy machine: one process's
+            # Python work runs on one core at a time (the GIL).
+            print(
+                f"{name:>12}: {delivered / seconds:6.0f} deliveries/s  ({delivered} in "
+                f"{seconds:.2f} s; {cpu / max(delivered, 1) * 1e6:.0f} us CPU each, "
+                f"{cpu / seconds:.2f} cores){note}"
+            )
+    finally:
+        process.terminate()
+        process.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
