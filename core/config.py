@@ -30,7 +30,7 @@ class Settings:
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     forward_timeout: float = 10.0
     forward_connect_timeout: float = 3.0
-    forward_concurrency: int = 32
+    forward_concurrency: int = 64
     partner_max_inflight: int = 8
     pause_after_failures: int = 10
     probe_interval_s: float = 60.0
