@@ -1,8 +1,8 @@
 """Delivering one conversion to one partner: the pure parts.
 
 Filling URL macros, building the GET URL or POST body, signing, the retry schedule and
-judging a response are plain functions over plain values; ``processors.forwarder`` does
-the I/O around them.
+judging a response are plain functions over plain values; ``processors.forwarder`` and
+``processors.http_delivery`` do the I/O around them.
 
 Signature recipe (for partners)
 -------------------------------
@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import orjson
 import requests
@@ -55,6 +55,8 @@ MACROS = (
     "sub5",
 )
 _MACRO = re.compile(r"\{(" + "|".join(MACROS) + r")\}")
+#: Text made only of these characters is left as it is by ``quote(text, safe="")``.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 SIGNATURE_HEADER = "X-Postback-Signature"
 RESPONSE_BODY_CHARS = 500
@@ -86,13 +88,18 @@ def param_value(value: object) -> str:
     return str(value)
 
 
+def quote_param(text: str) -> str:
+    """``quote(text, safe="")``, skipping its work for text that needs no escaping (most)."""
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
 def fill_macros(url: str, payload: Mapping[str, object]) -> str:
     """Replace ``{click_id}``, ``{payout}`` … with URL-encoded payload values (missing → empty).
 
     >>> fill_macros("https://p.example/c/{click_id}?amt={payout}", {"click_id": "a b"})
     'https://p.example/c/a%20b?amt='
     """
-    return _MACRO.sub(lambda m: quote(param_value(payload.get(m.group(1), "")), safe=""), url)
+    return _MACRO.sub(lambda m: quote_param(param_value(payload.get(m.group(1), ""))), url)
 
 
 @dataclass(frozen=True)
@@ -138,8 +145,11 @@ def build_request(
     body: bytes | None = None
     if method == "GET":
         present = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
-        extra = urlencode(
-            [(k, param_value(v)) for k, v in fields.items() if k not in present], quote_via=quote
+        # What urlencode(..., quote_via=quote) gives, at a third of the cost.
+        extra = "&".join(
+            f"{quote_param(k)}={quote_param(param_value(v))}"
+            for k, v in fields.items()
+            if k not in present
         )
         query = f"{query}&{extra}" if query and extra else (query or extra)
     elif method == "POST":
@@ -147,7 +157,8 @@ def build_request(
         headers["Content-Type"] = "application/json"
     else:
         raise ValueError(f"method: must be GET or POST, not {method!r}")
-    # requests re-quotes the URL it sends; do it here so the signed query is the sent one.
+    # Quote what the partner URL left unquoted (as requests would): the URL is sent as
+    # built, so the signed query is exactly the one sent.
     url = requote_uri(urlunsplit((scheme, netloc, path, query, "")))
     request = DeliveryRequest(method, url, body, headers)
     if secret:

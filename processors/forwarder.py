@@ -11,12 +11,13 @@ Each :meth:`Forwarder.process_batch` step
 3. in one round trip, moves due retries back to the stream (``retry_due``), reads the
    config version and, only while there is room, reads jobs (its own pending ones first);
 4. sorts the jobs: an inactive partner's are logged as failed, a paused partner's wait
-   in the retry set for its next probe (one probe goes out), the rest go to
-   :class:`Slots`. Delivery threads take their next job from there themselves, partners
-   taking turns, at most ``partner_max_inflight`` of a partner at once, so a slow
-   partner cannot take every thread nor stand in front of another's jobs. A partner at
-   its cap keeps about a second's worth waiting here (by its average response time); the
-   surplus waits in the retry set for a second, without spending an attempt.
+   in the retry set for its next probe (one probe goes out), the rest go to the
+   :class:`~processors.slots.Slots`. Delivery threads take their next job from there
+   themselves, partners taking turns, at most ``partner_max_inflight`` of a partner at
+   once, so a slow partner cannot take every thread nor stand in front of another's
+   jobs. A partner at its cap keeps about a second's worth waiting here (by its average
+   response time); the surplus waits in the retry set for a second, without spending an
+   attempt.
 
 :meth:`Forwarder.run` is the loop around it: :meth:`stop` (SIGTERM/SIGINT) finishes the
 deliveries in hand and returns; a lost Redis is retried with backoff.
@@ -24,12 +25,15 @@ deliveries in hand and returns; a lost Redis is retried with backoff.
 Delivery is at least once: a process killed between a partner's 2xx and the bookkeeping
 leaves the job pending, and another forwarder delivers it again after ``claim_idle_ms``.
 Partners can de-duplicate on ``conversion_id`` + ``status``.
+
+The parts: ``processors.forward_reader`` (reading and claiming jobs),
+``processors.slots`` (per-partner concurrency), ``processors.http_delivery`` (one HTTP
+attempt), ``processors.bookkeeping`` (what recording an attempt writes) and
+``processors.partner_health`` (pause, probe, resume).
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.cookiejar
 import logging
 import os
 import queue
@@ -37,25 +41,23 @@ import random
 import socket
 import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections import defaultdict
 
-import orjson
 import redis
 import requests
-from redis.exceptions import NoScriptError
-from requests.adapters import HTTPAdapter
-from requests.models import PreparedRequest
-from requests.structures import CaseInsensitiveDict
 
 from core import delivery
 from core.config import Settings
-from core.delivery import DeliveryRequest, Outcome
-from core.entities import Partner, is_private_host
+from core.delivery import Outcome
+from core.entities import Partner
 from processors import partner_health
-from storage.keys import FORWARDER_GROUP, Keys
+from processors.bookkeeping import Finished, Held, delivery_done_call
+from processors.forward_reader import ForwardReader
+from processors.http_delivery import AddressGuard, attempt, make_session
+from processors.slots import Slots
+from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
-from storage.scripts import LUA_DIR, Scripts, default_scripts
+from storage.scripts import Scripts, default_scripts
 
 log = logging.getLogger(__name__)
 
@@ -67,259 +69,15 @@ LATENCY_EWMA = 0.3
 OVERFLOW_DELAY_S = 1.0
 #: How long a partner's health read stays fresh in this process.
 HEALTH_TTL_S = 1.0
-#: How long a host's "resolves to a public address" check is believed.
-ADDRESS_TTL_S = 60.0
-#: Most of a partner's answer read (the log keeps its first 500 characters).
-RESPONSE_READ_LIMIT = 65536
-#: Most due retries moved per partition per step.
-RETRY_MOVE_LIMIT = 1000
-# The retry move goes in the read pipeline by SHA; ``Scripts`` loads it on NOSCRIPT.
-_RETRY_DUE_SHA = hashlib.sha1((LUA_DIR / "retry_due.lua").read_text().encode()).hexdigest()
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def make_session(concurrency: int) -> requests.Session:
-    """A pooled session: keep-alive connections, up to ``concurrency`` per partner host.
-
-    ``trust_env`` is off: no proxy or ~/.netrc lookup per request (it is slow, and netrc
-    credentials must never be sent to partners). Cookies are refused: one delivery's
-    cookie must not ride along on the next, nor pile up in memory.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_connections=256, pool_maxsize=concurrency, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "postback-relay/0.1"
-    return session
-
-
-def send(session: requests.Session, request: DeliveryRequest, timeout: tuple[float, float]):
-    """Send one delivery through the session's pooled adapter; redirects are not followed.
-
-    ``build_request`` already gave an ASCII URL quoted the way requests would, so the
-    request is prepared here directly: ``Session.request`` would parse, re-quote and
-    IDNA-check it again, a third of the CPU a delivery costs, and then run cookie and
-    redirect machinery we do not use. Anything else (a Unicode host name) goes the
-    general way.
-    """
-    if not request.url.isascii():
-        return session.request(
-            request.method,
-            request.url,
-            data=request.body,
-            headers=request.headers,
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    prepared = PreparedRequest()
-    prepared.method = request.method
-    prepared.url = request.url
-    prepared.headers = CaseInsensitiveDict(session.headers)
-    prepared.headers.update(request.headers)
-    if request.body is not None:
-        prepared.body = request.body
-        prepared.headers["Content-Length"] = str(len(request.body))
-    elif request.method != "GET":
-        prepared.headers["Content-Length"] = "0"
-    return session.get_adapter(request.url).send(prepared, timeout=timeout)
-
-
-def read_body(response: requests.Response, limit: int = RESPONSE_READ_LIMIT) -> bytes:
-    """The start of a response's body; the connection goes back to the pool unless more is left.
-
-    Reading the raw stream skips requests' chunked generator; a partner answering with
-    megabytes costs us a closed connection, not the memory.
-    """
-    data = response.raw.read(limit, decode_content=True)
-    if not response.raw.closed:
-        response.close()
-    return data
-
-
-class AddressGuard:
-    """Refuses hosts that resolve to a private address (DNS rebinding), cached per host.
-
-    A cheap check at send time, not a guarantee: the name is resolved again when
-    connecting. Partners created with ``allow_private`` skip it.
-    """
-
-    def __init__(self, ttl_s: float = ADDRESS_TTL_S) -> None:
-        self.ttl_s = ttl_s
-        self._seen: dict[str, tuple[float, bool]] = {}
-
-    def check(self, host: str) -> None:
-        now = time.monotonic()
-        cached = self._seen.get(host)
-        if cached is None or now - cached[0] > self.ttl_s:
-            cached = (now, is_private_host(host))
-            self._seen[host] = cached
-        if cached[1]:
-            raise delivery.PrivateAddressRefused(f"{host} resolves to a private address")
-
-
-@dataclass
-class Held:
-    """A forward-stream entry this process holds: waiting for a slot, or in flight."""
-
-    partition: int
-    entry_id: str
-    raw: str  # the job JSON as read (the dead letter's data)
-    job: dict | None  # None when the entry is malformed
-    touched: float  # monotonic time of the last read/claim/heartbeat
-    probe: bool = False
-
-    @property
-    def partner_id(self) -> str:
-        return str((self.job or {}).get("partner_id", ""))
-
-    @property
-    def attempt(self) -> int:
-        try:
-            return max(1, int((self.job or {}).get("attempt", 1)))
-        except (TypeError, ValueError):
-            return 1
-
-
-@dataclass
-class Finished:
-    """An attempt to record (or a job to defer, when ``outcome`` is None)."""
-
-    held: Held
-    partner: Partner | None
-    request: DeliveryRequest | None
-    outcome: Outcome | None
-    time_ms: int
-    due_ms: int = 0  # defer only
-
-
-class Slots:
-    """Jobs waiting for a delivery thread, per partner; at most ``cap`` of a partner in flight.
-
-    Thread-safe. Delivery threads call :meth:`take` for their next job and :meth:`done`
-    after it; the main thread puts jobs in and takes back the ones that must wait
-    elsewhere (a paused partner's, a partner's surplus). Threads wait on a queue of
-    *tokens*, each a go for one job of one partner: a partner gets tokens only while it
-    is under its cap, so its queue never stands in front of another's, and partners take
-    turns in the order their tokens were issued.
-
-    A partner whose deliveries here failed ``hold_after`` times in a row is held (no
-    tokens) until the main thread has recorded all its attempts and either paused it or
-    let it go (:meth:`release`): the threads are faster than the bookkeeping, and a
-    partner about to be paused must not have its waiting jobs spend attempts meanwhile.
-    """
-
-    def __init__(self, cap: int, hold_after: int) -> None:
-        self.cap = cap
-        self.hold_after = hold_after
-        self._lock = threading.Lock()
-        self._tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._issued: dict[str, int] = defaultdict(int)  # tokens in the queue
-        self._waiting: dict[str, deque[Held]] = defaultdict(deque)
-        self._partner: dict[str, Partner] = {}
-        self._inflight: dict[str, int] = defaultdict(int)
-        self._failures: dict[str, int] = defaultdict(int)  # in a row, as seen here
-        self._unrecorded: dict[str, int] = defaultdict(int)  # attempts ended, not recorded
-
-    def _issue(self, pid: str) -> None:
-        """Tokens for what may start now (caller holds the lock)."""
-        if self._failures[pid] >= self.hold_after:
-            return
-        room = min(self.cap - self._inflight[pid], len(self._waiting[pid])) - self._issued[pid]
-        for _ in range(max(room, 0)):
-            self._issued[pid] += 1
-            self._tokens.put(pid)
-
-    def put(self, item: Held, partner: Partner) -> None:
-        with self._lock:
-            self._partner[partner.partner_id] = partner
-            self._waiting[item.partner_id].append(item)
-            self._issue(item.partner_id)
-
-    def set_partner(self, partner: Partner) -> None:
-        """Newer configuration for the jobs still waiting."""
-        with self._lock:
-            self._partner[partner.partner_id] = partner
-
-    def take(self) -> tuple[Held, Partner] | None:
-        """The next job (waits for one), or None once closed."""
-        while True:
-            pid = self._tokens.get()
-            if pid is None:
-                return None
-            with self._lock:
-                self._issued[pid] -= 1
-                # A token may be stale: its job was taken back, or the partner is held.
-                if self._waiting[pid] and self._failures[pid] < self.hold_after:
-                    self._inflight[pid] += 1
-                    return self._waiting[pid].popleft(), self._partner[pid]
-
-    def done(self, partner_id: str, result: str | None = None) -> None:
-        """A delivery ended; ``result`` is its outcome when an HTTP attempt was made."""
-        with self._lock:
-            self._inflight[partner_id] -= 1
-            if result is not None:
-                self._unrecorded[partner_id] += 1
-            if result == delivery.DELIVERED:
-                self._failures[partner_id] = 0
-            elif result == delivery.RETRY:
-                self._failures[partner_id] += 1
-            self._issue(partner_id)
-
-    def recorded(self, partner_id: str, attempts: int) -> None:
-        with self._lock:
-            self._unrecorded[partner_id] -= attempts
-
-    def held_and_recorded(self) -> list[str]:
-        """Held partners whose every attempt is recorded: ready for a decision."""
-        with self._lock:
-            return [
-                pid
-                for pid, failures in self._failures.items()
-                if failures >= self.hold_after and self._unrecorded[pid] <= 0
-            ]
-
-    def release(self, partner_id: str, failures: int = 0) -> None:
-        """Hand out a held partner's jobs again, counting on from ``failures`` in a row."""
-        with self._lock:
-            self._failures[partner_id] = failures
-            self._issue(partner_id)
-
-    def inflight(self, partner_id: str) -> int:
-        return self._inflight[partner_id]
-
-    def partners_waiting(self) -> list[str]:
-        with self._lock:
-            return [pid for pid, waiting in self._waiting.items() if waiting]
-
-    def remove(self, partner_id: str, keep: int = 0) -> list[Held]:
-        """Take back a partner's newest waiting jobs beyond ``keep`` (never a probe)."""
-        with self._lock:
-            waiting = self._waiting[partner_id]
-            kept = [item for item in waiting if item.probe]
-            others = [item for item in waiting if not item.probe]
-            keep = max(0, keep - len(kept))
-            waiting.clear()
-            waiting.extend(kept + others[:keep])
-            return others[keep:]
-
-    def clear(self) -> list[Held]:
-        with self._lock:
-            items = [item for waiting in self._waiting.values() for item in waiting]
-            self._waiting.clear()
-            return items
-
-    def close(self, threads: int) -> None:
-        """Let ``threads`` waiting delivery threads go (each takes one stop token)."""
-        for _ in range(threads):
-            self._tokens.put(None)
-
-
 class Forwarder:
+    """One forwarder process: a Redis-facing main thread and ``concurrency`` delivery threads."""
+
     def __init__(
         self,
         settings: Settings,
@@ -352,10 +110,9 @@ class Forwarder:
         self._partners: dict[str, Partner | None] = {}
         self._health: dict[str, tuple[float, partner_health.Health]] = {}
 
-        self._own_cursor: dict[int, str] = {n: "0" for n in self.keys.all_partitions()}
-        self._claim_cursor: dict[int, str] = {n: "0-0" for n in self.keys.all_partitions()}
-        self._next_claim = 0.0
-        self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
+        self._reader = ForwardReader(
+            self.r, self.keys, settings, self.consumer, self.scripts, self._held
+        )
         self._threads = [
             threading.Thread(target=self._work, name=f"deliver-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -372,7 +129,7 @@ class Forwarder:
         otherwise ends by waiting up to ``BATCH_WAIT_S`` for deliveries to finish.
         """
         recorded = self._record()
-        entries = self._claim()
+        entries = self._reader.claim(self.capacity)
         idle = not (self._held or recorded or entries)
         entries += self._poll(block_ms=self.settings.block_ms if block and idle else None)
         self._dispatch(entries)
@@ -392,116 +149,12 @@ class Forwarder:
 
     # -- reading -----------------------------------------------------------------------
     def _poll(self, block_ms: int | None) -> list[Held]:
-        """One round trip: move due retries, read the config version, read jobs if there is room.
-
-        At start, our own pending entries (left by a previous run under this consumer
-        name) are read first, from ID 0, before any new ones.
-        """
-        room = self.room()
-        own = {n: c for n, c in self._own_cursor.items() if c != ">"}
-        now = self._now_ms()
-        pipe = self.r.pipeline(transaction=False)
-        for n in self.keys.all_partitions():
-            keys = [self.keys.retry_queue(n), self.keys.forward_stream(n)]
-            pipe.evalsha(_RETRY_DUE_SHA, len(keys), *keys, now, RETRY_MOVE_LIMIT)
-        pipe.get(self.keys.config_version())
-        if room > 0:
-            streams = (
-                {self.keys.forward_stream(n): c for n, c in own.items()}
-                if own
-                else {self.keys.forward_stream(n): ">" for n in self.keys.all_partitions()}
-            )
-            block = None if own else block_ms or None
-            pipe.xreadgroup(FORWARDER_GROUP, self.consumer, streams, count=room, block=block)
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, NoScriptError):  # Redis restarted: load, move next step
-                self.scripts.load_all(self.r)
-            elif isinstance(reply, Exception):
-                raise reply
-        version = int(replies[self.keys.partitions] or 0)
+        """Move due retries, note the config version, read jobs while there is room."""
+        version, entries = self._reader.poll(self.room(), block_ms)
         if version != self._config_version:
             self._config_version = version
             self._partners.clear()
-        if room <= 0:
-            return []
-        got = {self._partition_of(stream): entries for stream, entries in replies[-1] or []}
-        held = []
-        for n, entries in got.items():
-            held.extend(self._hold(n, entries))
-        for n in own:  # an empty answer: this partition's own pending entries are done
-            if got.get(n):
-                self._own_cursor[n] = got[n][-1][0]
-            else:
-                self._own_cursor[n] = ">"
-        return held
-
-    def _partition_of(self, stream: str) -> int:
-        for n in self.keys.all_partitions():
-            if self.keys.forward_stream(n) == stream:
-                return n
-        raise ValueError(f"not a forward stream: {stream}")
-
-    def _hold(self, n: int, entries) -> list[Held]:
-        now = time.monotonic()
-        held, gone = [], []
-        for entry_id, fields in entries:
-            if (n, entry_id) in self._held:
-                continue  # already ours (XAUTOCLAIM hands back our own slow entries)
-            if not fields:
-                gone.append(entry_id)  # deleted while pending: nothing left to deliver
-                continue
-            raw = fields.get("job", "")
-            item = Held(n, entry_id, raw, delivery.parse_job(raw), now)
-            self._held[(n, entry_id)] = item
-            held.append(item)
-        if gone:
-            self.r.xack(self.keys.forward_stream(n), FORWARDER_GROUP, *gone)
-        return held
-
-    def _claim(self) -> list[Held]:
-        """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0.
-
-        Our own held entries come back too, which keeps them from looking idle to others.
-        """
-        now = time.monotonic()
-        if now < self._next_claim:
-            return []
-        self._heartbeat()
-        held = []
-        for n in self.keys.all_partitions():
-            cursor = self._claim_cursor[n]
-            while self.room() > 0:
-                cursor, entries, *_ = self.r.xautoclaim(
-                    self.keys.forward_stream(n),
-                    FORWARDER_GROUP,
-                    self.consumer,
-                    self.settings.claim_idle_ms,
-                    start_id=cursor,
-                    count=min(self.room(), 1000),
-                )
-                held.extend(self._hold(n, entries))
-                if cursor == "0-0":
-                    break
-            self._claim_cursor[n] = cursor
-        if all(c == "0-0" for c in self._claim_cursor.values()):
-            self._next_claim = now + self.claim_every_s
-        if held:
-            log.info("claimed %d forward jobs left by other consumers", len(held))
-        return held
-
-    def _heartbeat(self) -> None:
-        """Reset the idle time of entries held a while, so live consumers do not claim them."""
-        stale = time.monotonic() - self.claim_every_s
-        by_partition: dict[int, list[str]] = defaultdict(list)
-        for item in self._held.values():
-            if item.touched < stale:
-                by_partition[item.partition].append(item.entry_id)
-                item.touched = time.monotonic()
-        for n, ids in by_partition.items():
-            self.r.xclaim(
-                self.keys.forward_stream(n), FORWARDER_GROUP, self.consumer, 0, ids, justid=True
-            )
+        return entries
 
     # -- partners ----------------------------------------------------------------------
     def _load_partners(self, partner_ids: set[str]) -> None:
@@ -612,39 +265,18 @@ class Forwarder:
             item, partner = job
             result = None
             try:
-                finished = self._deliver(item, partner)
-                if finished.request is not None:  # an HTTP attempt: a health signal
-                    result = finished.outcome.result
-                self._results.put(finished)
+                request, outcome, started = attempt(
+                    self.session,
+                    self.guard,
+                    partner,
+                    item.job["payload"],
+                    (self.settings.forward_connect_timeout, self.settings.forward_timeout),
+                )
+                if request is not None:  # an HTTP attempt: a health signal
+                    result = outcome.result
+                self._results.put(Finished(item, partner, request, outcome, int(started * 1000)))
             finally:
                 self._slots.done(item.partner_id, result)
-
-    def _deliver(self, item: Held, partner: Partner) -> Finished:
-        started = time.time()
-        request = None
-        t0 = time.perf_counter()
-        try:
-            request = delivery.build_request(
-                partner.url, partner.method, item.job["payload"], secret=partner.secret, now=started
-            )
-            if not partner.allow_private:
-                self.guard.check(request.host)
-            t0 = time.perf_counter()
-            response = send(
-                self.session,
-                request,
-                (self.settings.forward_connect_timeout, self.settings.forward_timeout),
-            )
-            ms = round((time.perf_counter() - t0) * 1000)
-            outcome = delivery.outcome_from_response(
-                response.status_code, response.headers, read_body(response), ms, now=started
-            )
-        except Exception as exc:  # every attempt must come back to be recorded
-            ms = round((time.perf_counter() - t0) * 1000)
-            outcome = delivery.outcome_from_exception(exc, ms if request else None)
-            if not isinstance(exc, delivery.PrivateAddressRefused | requests.RequestException):
-                log.exception("delivery to %s could not be made", partner.partner_id)
-        return Finished(item, partner, request, outcome, int(started * 1000))
 
     def _take(self, finished: Finished) -> None:
         """Note a finished delivery's response time; its bookkeeping follows in a batch."""
@@ -678,7 +310,16 @@ class Forwarder:
         batch = self._to_record
         if not batch:
             return 0
-        calls = [self._bookkeeping(f) for f in batch]
+        calls = [
+            delivery_done_call(
+                self.keys,
+                f,
+                schedule=self.settings.retry_schedule,
+                retention_ms=self.settings.retention_ms,
+                now_ms=self._now_ms(),
+            )
+            for f in batch
+        ]
         # On a lost connection this raises and the batch stays for the next try; a call
         # that did run is then answered 0 by its XACK guard, never recorded twice.
         results = self.scripts.run_many(self.r, "delivery_done", calls)
@@ -763,78 +404,6 @@ class Forwarder:
             elif previous.paused and not health.paused:
                 log.info("partner %s resumed", pid)
             self._health[pid] = (now, health)
-
-    def _bookkeeping(self, finished: Finished) -> tuple[list[str], list]:
-        item = finished.held
-        n = item.partition
-        keys = [
-            self.keys.forward_stream(n),
-            self.keys.retry_queue(n),
-            self.keys.dead_letters(n),
-            self.keys.forwarded_log(n),
-            self.keys.stats(n),
-        ]
-        now = finished.time_ms
-        minid = max(self._now_ms() - self.settings.retention_ms, 0)
-        job = item.job or {}
-        head = [FORWARDER_GROUP, item.entry_id]
-        if finished.outcome is None:  # deferred: no attempt made
-            return keys, [
-                *head,
-                "defer",
-                item.raw,
-                finished.due_ms,
-                now,
-                minid,
-                item.partner_id,
-                "",
-                "",
-                item.raw,
-                "",
-                "",
-            ]
-        outcome = finished.outcome
-        result = delivery.final_result(outcome, item.attempt, self.settings.retry_schedule)
-        if item.job is None:
-            result = delivery.DEAD_LETTERED
-        member, due = "", ""
-        if result == delivery.RETRY:
-            delay = delivery.retry_delay(
-                item.attempt, self.settings.retry_schedule, retry_after_s=outcome.retry_after_s
-            )
-            member = orjson.dumps({**job, "attempt": item.attempt + 1}).decode()
-            due = self._now_ms() + int((delay or 0) * 1000)
-        entry = delivery.forwarded_entry(
-            job,
-            finished.partner,
-            finished.request,
-            outcome,
-            attempt=item.attempt,
-            result=result,
-            time_ms=now,
-        )
-        latency = "" if outcome.response_ms is None else str(outcome.response_ms)
-        buckets = (
-            ",".join(map(str, delivery.latency_buckets(outcome.response_ms))) if latency else ""
-        )
-        error = outcome.error or result
-        args = [
-            *head,
-            result,
-            member,
-            due,
-            now,
-            minid,
-            item.partner_id,
-            error,
-            entry["log_id"],
-            item.raw,
-            latency,
-            buckets,
-        ]
-        for name, value in entry.items():
-            args += [name, value]
-        return keys, args
 
     # -- the loop ----------------------------------------------------------------------
     def stop(self) -> None:

@@ -41,7 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=_positive_int,
         default=None,
-        help="deliveries in flight at once (default POSTBACK_FORWARD_CONCURRENCY, 32)",
+        help="deliveries in flight at once (default POSTBACK_FORWARD_CONCURRENCY, "
+        f"{Settings.forward_concurrency})",
     )
 
 

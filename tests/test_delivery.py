@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import hmac
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 import pytest
@@ -81,6 +81,16 @@ def test_get_does_not_repeat_a_parameter_the_partner_url_names():
     pairs = parse_qsl(urlsplit(req.url).query)
     assert [v for k, v in pairs if k == "click_id"] == ["CLK-789ABC"]
     assert ("amt", "4.00") in pairs and ("payout", "4.00") in pairs
+
+
+@pytest.mark.parametrize(
+    "value", ["plain-Value_1.0~", "a b", "s/1&x=2", "100%", "é€", "line\nbreak", "a+b?#"]
+)
+def test_get_parameters_are_percent_encoded_as_urlencode_does(value):
+    req = build_request("https://p.example/pb", "GET", {"click_id": value, "k y": "v"})
+    expected = urlencode([("click_id", value), ("k y", "v")], quote_via=quote)
+    assert urlsplit(req.url).query == expected
+    assert dict(parse_qsl(urlsplit(req.url).query))["click_id"] == value
 
 
 def test_empty_values_are_left_out():

@@ -1,0 +1,168 @@
+"""Reading forward jobs for one consumer of the ``forwarder`` group.
+
+At start, the consumer's own pending entries (left by a previous run under the same
+name) are read first, from ID 0, then new ones (``>``). Entries idle longer than
+``claim_idle_ms`` (their consumer died) are claimed with XAUTOCLAIM, looping to cursor
+0-0; entries held a while are touched (XCLAIM with JUSTID) so that live consumers do
+not claim them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+
+import redis
+from redis.exceptions import NoScriptError
+
+from core import delivery
+from core.config import Settings
+from processors.bookkeeping import Held
+from storage.keys import FORWARDER_GROUP, Keys
+from storage.scripts import LUA_DIR, Scripts
+
+log = logging.getLogger(__name__)
+
+#: Most due retries moved per partition per step.
+RETRY_MOVE_LIMIT = 1000
+# The retry move goes in the read pipeline by SHA; ``Scripts`` loads it on NOSCRIPT.
+_RETRY_DUE_SHA = hashlib.sha1((LUA_DIR / "retry_due.lua").read_text().encode()).hexdigest()
+
+
+class ForwardReader:
+    """Reads, claims and touches forward jobs; ``held`` is the forwarder's map of held jobs.
+
+    Every entry read or claimed goes into ``held`` (keyed by partition and entry id); an
+    entry already there is not handed out twice.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        consumer: str,
+        scripts: Scripts,
+        held: dict[tuple[int, str], Held],
+    ) -> None:
+        self.r = client
+        self.keys = keys
+        self.settings = settings
+        self.consumer = consumer
+        self.scripts = scripts
+        self.held = held
+        self._own_cursor: dict[int, str] = {n: "0" for n in keys.all_partitions()}
+        self._claim_cursor: dict[int, str] = {n: "0-0" for n in keys.all_partitions()}
+        self._next_claim = 0.0
+        self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
+
+    def poll(self, room: int, block_ms: int | None) -> tuple[int, list[Held]]:
+        """One round trip: move due retries, read the config version, read jobs if there is room.
+
+        Returns the config version and the jobs read (at most ``room``). Blocks up to
+        ``block_ms`` (None: not at all) for new jobs, never while own pending ones remain.
+        """
+        own = {n: c for n, c in self._own_cursor.items() if c != ">"}
+        now = int(time.time() * 1000)
+        pipe = self.r.pipeline(transaction=False)
+        for n in self.keys.all_partitions():
+            keys = [self.keys.retry_queue(n), self.keys.forward_stream(n)]
+            pipe.evalsha(_RETRY_DUE_SHA, len(keys), *keys, now, RETRY_MOVE_LIMIT)
+        pipe.get(self.keys.config_version())
+        if room > 0:
+            streams = (
+                {self.keys.forward_stream(n): c for n, c in own.items()}
+                if own
+                else {self.keys.forward_stream(n): ">" for n in self.keys.all_partitions()}
+            )
+            block = None if own else block_ms or None
+            pipe.xreadgroup(FORWARDER_GROUP, self.consumer, streams, count=room, block=block)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, NoScriptError):  # Redis restarted: load, move next step
+                self.scripts.load_all(self.r)
+            elif isinstance(reply, Exception):
+                raise reply
+        version = int(replies[self.keys.partitions] or 0)
+        if room <= 0:
+            return version, []
+        got = {self._partition_of(stream): entries for stream, entries in replies[-1] or []}
+        held = []
+        for n, entries in got.items():
+            held.extend(self._hold(n, entries))
+        for n in own:  # an empty answer: this partition's own pending entries are done
+            if got.get(n):
+                self._own_cursor[n] = got[n][-1][0]
+            else:
+                self._own_cursor[n] = ">"
+        return version, held
+
+    def _partition_of(self, stream: str) -> int:
+        for n in self.keys.all_partitions():
+            if self.keys.forward_stream(n) == stream:
+                return n
+        raise ValueError(f"not a forward stream: {stream}")
+
+    def _hold(self, n: int, entries) -> list[Held]:
+        now = time.monotonic()
+        held, gone = [], []
+        for entry_id, fields in entries:
+            if (n, entry_id) in self.held:
+                continue  # already ours (XAUTOCLAIM hands back our own slow entries)
+            if not fields:
+                gone.append(entry_id)  # deleted while pending: nothing left to deliver
+                continue
+            raw = fields.get("job", "")
+            item = Held(n, entry_id, raw, delivery.parse_job(raw), now)
+            self.held[(n, entry_id)] = item
+            held.append(item)
+        if gone:
+            self.r.xack(self.keys.forward_stream(n), FORWARDER_GROUP, *gone)
+        return held
+
+    def claim(self, capacity: int) -> list[Held]:
+        """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0.
+
+        Claims while fewer than ``capacity`` jobs are held. Our own held entries come
+        back too, which keeps them from looking idle to others.
+        """
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        self._heartbeat()
+        held = []
+        for n in self.keys.all_partitions():
+            cursor = self._claim_cursor[n]
+            while (room := capacity - len(self.held)) > 0:
+                cursor, entries, *_ = self.r.xautoclaim(
+                    self.keys.forward_stream(n),
+                    FORWARDER_GROUP,
+                    self.consumer,
+                    self.settings.claim_idle_ms,
+                    start_id=cursor,
+                    count=min(room, 1000),
+                )
+                held.extend(self._hold(n, entries))
+                if cursor == "0-0":
+                    break
+            self._claim_cursor[n] = cursor
+        if all(c == "0-0" for c in self._claim_cursor.values()):
+            self._next_claim = now + self.claim_every_s
+        if held:
+            log.info("claimed %d forward jobs left by other consumers", len(held))
+        return held
+
+    def _heartbeat(self) -> None:
+        """Reset the idle time of entries held a while, so live consumers do not claim them."""
+        stale = time.monotonic() - self.claim_every_s
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for item in self.held.values():
+            if item.touched < stale:
+                by_partition[item.partition].append(item.entry_id)
+                item.touched = time.monotonic()
+        for n, ids in by_partition.items():
+            self.r.xclaim(
+                self.keys.forward_stream(n), FORWARDER_GROUP, self.consumer, 0, ids, justid=True
+            )

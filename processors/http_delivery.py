@@ -1,0 +1,143 @@
+"""One delivery over HTTP: the pooled session, sending a built request, reading the answer.
+
+The pure parts (URL, body, signature, judging the answer) are in ``core.delivery``; this
+module is the I/O around them, called from the forwarder's delivery threads.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import logging
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
+
+from core import delivery
+from core.delivery import DeliveryRequest, Outcome
+from core.entities import Partner, is_private_host
+
+log = logging.getLogger(__name__)
+
+#: How long a host's "resolves to a public address" check is believed.
+ADDRESS_TTL_S = 60.0
+#: Most of a partner's answer read (the log keeps its first 500 characters).
+RESPONSE_READ_LIMIT = 65536
+
+
+def make_session(concurrency: int) -> requests.Session:
+    """A pooled session: keep-alive connections, up to ``concurrency`` per partner host.
+
+    ``trust_env`` is off: no proxy or ~/.netrc lookup per request (it is slow, and netrc
+    credentials must never be sent to partners). Cookies are refused: one delivery's
+    cookie must not ride along on the next, nor pile up in memory.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=256, pool_maxsize=concurrency, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "postback-relay/0.1"
+    return session
+
+
+def send(session: requests.Session, request: DeliveryRequest, timeout: tuple[float, float]):
+    """Send one delivery through the session's pooled adapter; redirects are not followed.
+
+    ``build_request`` already gave an ASCII URL quoted the way requests would, so the
+    request is prepared here directly: ``Session.request`` would parse, re-quote and
+    IDNA-check it again, a third of the CPU a delivery costs, and then run cookie and
+    redirect machinery we do not use. Anything else (a Unicode host name) goes the
+    general way.
+    """
+    if not request.url.isascii():
+        return session.request(
+            request.method,
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    prepared = PreparedRequest()
+    prepared.method = request.method
+    prepared.url = request.url
+    prepared.headers = CaseInsensitiveDict(session.headers)
+    prepared.headers.update(request.headers)
+    if request.body is not None:
+        prepared.body = request.body
+        prepared.headers["Content-Length"] = str(len(request.body))
+    elif request.method != "GET":
+        prepared.headers["Content-Length"] = "0"
+    return session.get_adapter(request.url).send(prepared, timeout=timeout)
+
+
+def read_body(response: requests.Response, limit: int = RESPONSE_READ_LIMIT) -> bytes:
+    """The start of a response's body; the connection goes back to the pool unless more is left.
+
+    Reading the raw stream skips requests' chunked generator; a partner answering with
+    megabytes costs us a closed connection, not the memory.
+    """
+    data = response.raw.read(limit, decode_content=True)
+    if not response.raw.closed:
+        response.close()
+    return data
+
+
+class AddressGuard:
+    """Refuses hosts that resolve to a private address (DNS rebinding), cached per host.
+
+    A cheap check at send time, not a guarantee: the name is resolved again when
+    connecting. Partners created with ``allow_private`` skip it.
+    """
+
+    def __init__(self, ttl_s: float = ADDRESS_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._seen: dict[str, tuple[float, bool]] = {}
+
+    def check(self, host: str) -> None:
+        now = time.monotonic()
+        cached = self._seen.get(host)
+        if cached is None or now - cached[0] > self.ttl_s:
+            cached = (now, is_private_host(host))
+            self._seen[host] = cached
+        if cached[1]:
+            raise delivery.PrivateAddressRefused(f"{host} resolves to a private address")
+
+
+def attempt(
+    session: requests.Session,
+    guard: AddressGuard,
+    partner: Partner,
+    payload: dict,
+    timeout: tuple[float, float],
+) -> tuple[DeliveryRequest | None, Outcome, float]:
+    """Deliver ``payload`` to ``partner`` once: (request sent or None, outcome, start time).
+
+    Never raises: every attempt must come back to be recorded. The request is None when
+    it could not be built.
+    """
+    started = time.time()
+    request = None
+    t0 = time.perf_counter()
+    try:
+        request = delivery.build_request(
+            partner.url, partner.method, payload, secret=partner.secret, now=started
+        )
+        if not partner.allow_private:
+            guard.check(request.host)
+        t0 = time.perf_counter()
+        response = send(session, request, timeout)
+        ms = round((time.perf_counter() - t0) * 1000)
+        outcome = delivery.outcome_from_response(
+            response.status_code, response.headers, read_body(response), ms, now=started
+        )
+    except Exception as exc:  # every attempt must come back to be recorded
+        ms = round((time.perf_counter() - t0) * 1000)
+        outcome = delivery.outcome_from_exception(exc, ms if request else None)
+        if not isinstance(exc, delivery.PrivateAddressRefused | requests.RequestException):
+            log.exception("delivery to %s could not be made", partner.partner_id)
+    return request, outcome, started

@@ -1,0 +1,133 @@
+"""Per-partner concurrency slots: which waiting job a free delivery thread takes next."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import defaultdict, deque
+
+from core import delivery
+from core.entities import Partner
+from processors.bookkeeping import Held
+
+
+class Slots:
+    """Jobs waiting for a delivery thread, per partner; at most ``cap`` of a partner in flight.
+
+    Thread-safe. Delivery threads call :meth:`take` for their next job and :meth:`done`
+    after it; the main thread puts jobs in and takes back the ones that must wait
+    elsewhere (a paused partner's, a partner's surplus). Threads wait on a queue of
+    *tokens*, each a go for one job of one partner: a partner gets tokens only while it
+    is under its cap, so its queue never stands in front of another's, and partners take
+    turns in the order their tokens were issued.
+
+    A partner whose deliveries here failed ``hold_after`` times in a row is held (no
+    tokens) until the main thread has recorded all its attempts and either paused it or
+    let it go (:meth:`release`): the threads are faster than the bookkeeping, and a
+    partner about to be paused must not have its waiting jobs spend attempts meanwhile.
+    """
+
+    def __init__(self, cap: int, hold_after: int) -> None:
+        self.cap = cap
+        self.hold_after = hold_after
+        self._lock = threading.Lock()
+        self._tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._issued: dict[str, int] = defaultdict(int)  # tokens in the queue
+        self._waiting: dict[str, deque[Held]] = defaultdict(deque)
+        self._partner: dict[str, Partner] = {}
+        self._inflight: dict[str, int] = defaultdict(int)
+        self._failures: dict[str, int] = defaultdict(int)  # in a row, as seen here
+        self._unrecorded: dict[str, int] = defaultdict(int)  # attempts ended, not recorded
+
+    def _issue(self, pid: str) -> None:
+        """Tokens for what may start now (caller holds the lock)."""
+        if self._failures[pid] >= self.hold_after:
+            return
+        room = min(self.cap - self._inflight[pid], len(self._waiting[pid])) - self._issued[pid]
+        for _ in range(max(room, 0)):
+            self._issued[pid] += 1
+            self._tokens.put(pid)
+
+    def put(self, item: Held, partner: Partner) -> None:
+        with self._lock:
+            self._partner[partner.partner_id] = partner
+            self._waiting[item.partner_id].append(item)
+            self._issue(item.partner_id)
+
+    def set_partner(self, partner: Partner) -> None:
+        """Newer configuration for the jobs still waiting."""
+        with self._lock:
+            self._partner[partner.partner_id] = partner
+
+    def take(self) -> tuple[Held, Partner] | None:
+        """The next job (waits for one), or None once closed."""
+        while True:
+            pid = self._tokens.get()
+            if pid is None:
+                return None
+            with self._lock:
+                self._issued[pid] -= 1
+                # A token may be stale: its job was taken back, or the partner is held.
+                if self._waiting[pid] and self._failures[pid] < self.hold_after:
+                    self._inflight[pid] += 1
+                    return self._waiting[pid].popleft(), self._partner[pid]
+
+    def done(self, partner_id: str, result: str | None = None) -> None:
+        """A delivery ended; ``result`` is its outcome when an HTTP attempt was made."""
+        with self._lock:
+            self._inflight[partner_id] -= 1
+            if result is not None:
+                self._unrecorded[partner_id] += 1
+            if result == delivery.DELIVERED:
+                self._failures[partner_id] = 0
+            elif result == delivery.RETRY:
+                self._failures[partner_id] += 1
+            self._issue(partner_id)
+
+    def recorded(self, partner_id: str, attempts: int) -> None:
+        with self._lock:
+            self._unrecorded[partner_id] -= attempts
+
+    def held_and_recorded(self) -> list[str]:
+        """Held partners whose every attempt is recorded: ready for a decision."""
+        with self._lock:
+            return [
+                pid
+                for pid, failures in self._failures.items()
+                if failures >= self.hold_after and self._unrecorded[pid] <= 0
+            ]
+
+    def release(self, partner_id: str, failures: int = 0) -> None:
+        """Hand out a held partner's jobs again, counting on from ``failures`` in a row."""
+        with self._lock:
+            self._failures[partner_id] = failures
+            self._issue(partner_id)
+
+    def inflight(self, partner_id: str) -> int:
+        return self._inflight[partner_id]
+
+    def partners_waiting(self) -> list[str]:
+        with self._lock:
+            return [pid for pid, waiting in self._waiting.items() if waiting]
+
+    def remove(self, partner_id: str, keep: int = 0) -> list[Held]:
+        """Take back a partner's newest waiting jobs beyond ``keep`` (never a probe)."""
+        with self._lock:
+            waiting = self._waiting[partner_id]
+            kept = [item for item in waiting if item.probe]
+            others = [item for item in waiting if not item.probe]
+            keep = max(0, keep - len(kept))
+            waiting.clear()
+            waiting.extend(kept + others[:keep])
+            return others[keep:]
+
+    def clear(self) -> list[Held]:
+        with self._lock:
+            items = [item for waiting in self._waiting.values() for item in waiting]
+            self._waiting.clear()
+            return items
+
+    def close(self, threads: int) -> None:
+        """Let ``threads`` waiting delivery threads go (each takes one stop token)."""
+        for _ in range(threads):
+            self._tokens.put(None)
