@@ -21,7 +21,9 @@ CASES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("case", choices=sorted(CASES))
     args, rest = parser.parse_known_args(argv)
     return int(importlib.import_module(CASES[args.case]).main(rest) or 0)
