@@ -1,0 +1,290 @@
+"""Planning: one decoded postback in, the ``match.lua`` call that applies it out (SPEC §4).
+
+Matching (by click_id, else the offer's most recent click), payouts, the effect per
+current status (core.transitions) and the forward jobs are worked out here in plain
+Python over what the matcher read beforehand (clicks, offers, partners); no I/O.
+
+    >>> planner = Planner(keys, settings.fallback_window_s)
+    >>> planner.catalog = Catalog.load(store, version)
+    >>> keys, args = planner.plan(n, (log_id, fields, params), clicks, now, minid)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from core.conversions import conversion_id as make_conversion_id
+from core.entities import SUB_IDS
+from core.money import format_cents
+from core.payouts import PayoutRule, upstream_cents
+from core.transitions import CONVERSION_STATUSES, FLAG_BITS, SPECS, effects, refuse_new
+from processors.payload import PartnerDirectory, build_payload, forward_jobs
+from storage.keys import MATCHER_GROUP as GROUP
+from storage.keys import Keys
+from storage.repositories import Store
+
+DAY_MS = 86_400_000
+#: Effect flags of plain steps (see core.transitions.Effect.spec).
+NO_ACTION = chr(64)
+FORWARD_ONLY = chr(64 + FLAG_BITS["forward"])
+#: What matching reads of a click (``Click.to_redis``).
+CLICK_FIELDS = ("click_id", "offer_id", "partner_id", "user_id", "created", *SUB_IDS)
+
+
+class PlanError(ValueError):
+    """An input entry that cannot be planned (a poison entry)."""
+
+
+@dataclass(frozen=True)
+class OfferTerms:
+    """What matching needs of an offer, precomputed once per config version."""
+
+    offer_id: str
+    active: bool
+    currency: str
+    window_days: int
+    rule: PayoutRule
+
+    @property
+    def window_ms(self) -> int:
+        return self.window_days * DAY_MS
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Offers and partners as of one config version; reloaded when the version moves."""
+
+    version: int
+    offers: dict[str, OfferTerms]
+    partners: PartnerDirectory
+
+    @classmethod
+    def load(cls, store: Store, version: int) -> Catalog:
+        offers = {
+            o.offer_id: OfferTerms(
+                o.offer_id, o.active, o.currency, o.window_days, PayoutRule.for_offer(o)
+            )
+            for o in store.list_offers()
+        }
+        return cls(version, offers, PartnerDirectory.build(store.list_partners()))
+
+
+def decode_entries(live: list) -> tuple[list, dict[str, str]]:
+    """(log_id, fields, params) for each entry whose params decode; failures by id."""
+    decoded, failures = [], {}
+    for log_id, fields in live:
+        try:
+            params = orjson.loads(fields["params"])
+            if not isinstance(params, dict):
+                raise PlanError("params: not a JSON object")
+            if not fields.get("source"):
+                raise PlanError("source: missing")
+            decoded.append((log_id, fields, params))
+        except (KeyError, orjson.JSONDecodeError, PlanError) as exc:
+            failures[log_id] = f"decode: {type(exc).__name__}: {exc}"
+    return decoded, failures
+
+
+class Planner:
+    """Turns decoded entries into ``match.lua`` calls, given clicks read for the batch.
+
+    ``catalog`` is set by the matcher before planning (and replaced when the config
+    version moves).
+    """
+
+    def __init__(self, keys: Keys, fallback_window_s: int) -> None:
+        self.fallback_window_s = fallback_window_s
+        self.catalog: Catalog | None = None
+        fixed = {
+            n: (
+                keys.input_stream(n),
+                keys.points(n),
+                keys.forward_stream(n),
+                keys.received_log(n),
+                keys.stats(n),
+                keys.conversion_index(n),
+            )
+            for n in keys.all_partitions()
+        }
+        # KEYS of a call per partition; [1] is the conversion (plain steps touch none,
+        # but the script's KEYS keep one shape).
+        self._keys = {n: [k[0], keys.conversion(n, "-"), *k[1:]] for n, k in fixed.items()}
+        self._conversion_prefix = {n: keys.conversion(n, "") for n in keys.all_partitions()}
+
+    def plan(self, n: int, item: tuple, clicks: dict, now: int, minid: int) -> tuple:
+        """The ``match.lua`` call (keys, args) for one decoded entry."""
+        log_id, fields, params = item
+        get = params.get
+        source = fields["source"]
+        at = int(log_id[: log_id.index("-")])
+        status = get("status") or "approved"
+        if status not in CONVERSION_STATUSES and status != "test":
+            raise PlanError(f"status: {status!r} is not a postback status")
+        payout_text = get("payout")
+        payout_given = payout_text is not None and payout_text != ""
+        upstream = upstream_cents(str(payout_text)) if payout_given else 0
+        custom = get("custom") or {}
+        if not isinstance(custom, dict):
+            raise PlanError("custom: not a JSON object")
+
+        sent_click_id = get("click_id") or ""
+        if sent_click_id:
+            click, matched_by = clicks.get(sent_click_id), "click_id"
+        else:
+            click, matched_by = clicks.get(("offer", get("offer_id"), at)), "offer_fallback"
+        offer = self.catalog.offers.get(click["offer_id"]) if click else None
+        keys = self._keys[n].copy()
+        log_only = (
+            "method", fields.get("method", ""), "ip", fields.get("ip", ""),
+            "params", fields["params"],
+        )  # fmt: skip
+
+        if status == "test":
+            log_fields = ["source", source, *log_only]
+            return keys, self._plan_test(log_id, at, now, minid, params, click, offer, log_fields)
+        if click is None or offer is None:
+            log_fields = ["source", source, *log_only]
+            if click is not None:
+                reason = (
+                    f"offer {click['offer_id']} of click {click.get('click_id')} no longer exists"
+                )
+                log_fields += ("click_id", click.get("click_id", ""), "offer_id", click["offer_id"])
+            else:
+                if sent_click_id:
+                    reason = f"unknown click_id {sent_click_id}"
+                else:
+                    reason = (
+                        f"no click on offer {get('offer_id')} in the "
+                        f"{self.fallback_window_s} s before the postback"
+                    )
+                for name in ("click_id", "offer_id"):
+                    if get(name):
+                        log_fields += (name, params[name])
+            spec = f"{NO_ACTION}unmatched||{reason}"
+            return keys, _plain_args(log_id, minid, at, status, spec, log_fields)
+
+        click_id = click.get("click_id") or sent_click_id
+        user_id, partner_id = click.get("user_id", ""), click.get("partner_id", "")
+        transaction_id = get("transaction_id") or ""
+        conversion_id = make_conversion_id(
+            n, source, transaction_id=transaction_id, click_id=click_id, goal=get("goal") or ""
+        )
+        keys[1] = self._conversion_prefix[n] + conversion_id
+        partner_cents = offer.rule.partner_cents(upstream)
+        currency = get("currency") or offer.currency
+        age_ms = at - int(click.get("created") or 0)
+        if age_ms <= offer.window_ms and offer.active:
+            specs = SPECS[status]
+        else:
+            specs = self._specs(status, click_id, offer, age_ms)
+
+        payload = build_payload(
+            click_id=click_id, status=status, payout=format_cents(partner_cents),
+            currency=currency, offer_id=offer.offer_id, transaction_id=transaction_id,
+            conversion_id=conversion_id, user_id=user_id, subs=click, timestamp=at // 1000,
+            extras=params, custom=custom, source_key=source,
+        )  # fmt: skip
+        jobs = forward_jobs(
+            self.catalog.partners.recipients(partner_id),
+            orjson.dumps(payload),
+            log_id=log_id,
+            conversion_id=conversion_id,
+            created=now,
+        )
+        # Fields of both the new conversion and the log entry are sent once.
+        shared = [
+            "source", source, "click_id", click_id, "offer_id", offer.offer_id,
+            "partner_id", partner_id, "matched_by", matched_by,
+        ]  # fmt: skip
+        if matched_by == "offer_fallback":
+            shared += (
+                "warning",
+                f"no click_id sent: matched to the most recent click on offer "
+                f"{offer.offer_id} ({click_id})",
+            )
+        conversion_only = []
+        for name in ("transaction_id", "goal", "survey_id"):
+            if get(name):
+                conversion_only += (name, params[name])
+        if custom:
+            conversion_only += ("custom", orjson.dumps(custom))
+        step = {"status": status, "at": at, "log_id": log_id}
+        if payout_given:
+            step["payout_cents"] = upstream
+            step["partner_payout_cents"] = partner_cents
+        if get("reason"):
+            step["reason"] = params["reason"]
+        return keys, [
+            GROUP, log_id, minid, at, "c", status, user_id, conversion_id, currency,
+            partner_cents, upstream if payout_given else "", orjson.dumps(step)[:-1],
+            len(conversion_only), len(shared), len(log_only), len(jobs), *specs,
+            *conversion_only, *shared, *log_only, *jobs,
+        ]  # fmt: skip
+
+    @staticmethod
+    def _specs(status: str, click_id: str, offer: OfferTerms, age_ms: int) -> tuple[str, ...]:
+        """The effect per current status; window and offer state limit creation only.
+
+        An update to a conversion created in time still applies (a late approval, a
+        reversal), but no new conversion comes from an old click or a paused offer.
+        """
+        if age_ms > offer.window_ms:
+            reason = (
+                f"click {click_id} is {age_ms // DAY_MS} days old, outside offer "
+                f"{offer.offer_id}'s {offer.window_days}-day attribution window"
+            )
+        elif not offer.active:
+            reason = f"offer {offer.offer_id} is not active"
+        else:
+            return SPECS[status]
+        return tuple(e.spec() for e in effects(status, new=refuse_new(reason)))
+
+    def _plan_test(self, log_id, at, now, minid, params, click, offer, log_fields) -> list:
+        """A ``test`` postback: forwarded, never a conversion or points.
+
+        Its payout is the partner's payout when the click is known, else the one sent.
+        """
+        upstream = upstream_cents(str(params.get("payout") or "0"))
+        known = click is not None and offer is not None
+        payout = offer.rule.partner_cents(upstream) if known else upstream
+        click = click or {}
+        payload = build_payload(
+            click_id=click.get("click_id") or params.get("click_id", ""), status="test",
+            payout=format_cents(payout),
+            currency=params.get("currency") or (offer.currency if offer else ""),
+            offer_id=click.get("offer_id") or params.get("offer_id", ""),
+            transaction_id=params.get("transaction_id", ""), user_id=click.get("user_id", ""),
+            subs=click, timestamp=at // 1000, extras=params,
+            custom=params.get("custom") or {}, source_key=params.get("source", ""),
+        )  # fmt: skip
+        jobs = forward_jobs(
+            self.catalog.partners.recipients(click.get("partner_id", ""), test=True),
+            orjson.dumps(payload),
+            log_id=log_id,
+            conversion_id="",
+            created=now,
+        )
+        for name in ("click_id", "offer_id", "partner_id", "user_id"):
+            value = click.get(name) or params.get(name)
+            if value:
+                log_fields += (name, value)
+        return _plain_args(log_id, minid, at, "test", f"{FORWARD_ONLY}test||", log_fields, jobs)
+
+
+def click_from(values: list) -> dict | None:
+    """A click from its HMGET ``CLICK_FIELDS`` values; None when unknown, expired, or
+    still being written (no offer_id yet)."""
+    if values[1] is None:
+        return None
+    return {name: value for name, value in zip(CLICK_FIELDS, values, strict=True) if value}
+
+
+def _plain_args(log_id, minid, at, status, spec, log_fields, jobs=()) -> list:
+    """``match.lua`` arguments for a step that touches no conversion (mode "p")."""
+    log_fields = ["log_id", log_id, "time", at, "status", status, *log_fields]
+    return [
+        GROUP, log_id, minid, at, "p", status, "", "", "", 0, "", "", 0, 0, len(log_fields),
+        len(jobs), spec, "", "", "", *log_fields, *jobs,
+    ]  # fmt: skip

@@ -1,0 +1,113 @@
+"""The matcher process: a thin loop around :class:`processors.matcher.Matcher`.
+
+>>> MatcherWorker(settings).run()  # claims, blocking reads, signals, backoff; returns 0
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import redis
+
+from core.config import Settings
+from processors.matcher import Matcher, default_consumer
+from storage.keys import Keys
+from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
+
+log = logging.getLogger("postback.matcher")
+
+
+class MatcherWorker:
+    """The matcher process: a thin loop around :class:`Matcher`.
+
+    Claims stale entries every ``claim_idle_ms / 2``, reads every partition without
+    blocking and blocks (``block_ms``) only when a whole round found nothing. SIGTERM
+    and SIGINT let the batch in hand finish (it is acked by its scripts), then ``run``
+    returns 0. A lost Redis is retried with backoff (capped at ``MAX_BACKOFF_S``); on
+    reconnect the worker re-reads its own pending entries, whose replies may have been
+    lost, and ``match.lua`` turns the ones already applied into no-ops.
+    """
+
+    MAX_BACKOFF_S = 5.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: str | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer or default_consumer()
+        self.keys = Keys(settings.namespace, settings.partitions)
+        self.client = client
+        self.stopping = False
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+        log.info("matcher %s serving %d partition(s)", self.consumer, self.keys.partitions)
+        matcher: Matcher | None = None
+        partitions = list(self.keys.all_partitions())
+        block_ms = max(self.settings.block_ms // len(partitions), 1)
+        claim_every = self.settings.claim_idle_ms / 2000
+        next_claim, turn, backoff, groups_ok = 0.0, 0, 0.1, False
+        while not self.stopping:
+            try:
+                if matcher is None:
+                    matcher = Matcher(
+                        self.client or worker_connection(self.settings),
+                        self.settings,
+                        consumer=self.consumer,
+                        overlap=True,
+                    )
+                if not groups_ok:
+                    ensure_groups(matcher.r, self.keys)
+                    groups_ok = True
+                if time.monotonic() >= next_claim:
+                    for n in partitions:
+                        matcher.claim_stale(n)
+                    next_claim = time.monotonic() + claim_every
+                handled = 0
+                for n in partitions:
+                    if self.stopping:
+                        break
+                    handled += matcher.process_batch(n)
+                if not handled and not self.stopping:
+                    matcher.flush()
+                    matcher.process_batch(partitions[turn % len(partitions)], block_ms=block_ms)
+                    turn += 1
+                if self.stopping:
+                    matcher.flush()
+                if backoff > 0.1:
+                    log.info("Redis is back")
+                backoff = 0.1
+            except UNAVAILABLE as exc:
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+                if matcher is not None:
+                    matcher.restart()
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # Redis restarted empty, or the stream was deleted: make the group again.
+                    log.warning("consumer group missing (%s); creating it", exc)
+                    groups_ok = False
+                    if matcher is not None:
+                        matcher.restart()
+                else:
+                    log.error("Redis error: %s; retrying in %.1f s", exc, backoff)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+        log.info("matcher %s stopped: %s", self.consumer, dict(matcher.outcomes) if matcher else {})
+        return 0
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
