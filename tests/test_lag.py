@@ -82,7 +82,7 @@ def test_null_lag_after_xdel_and_trim_is_counted(cli_env, store, keys, capsys):
     client.xack(stream, MATCHER_GROUP, *ids[:2])
     client.xdel(stream, *ids[:2])  # processed entries go, as the matcher does
     client.xdel(stream, ids[6])  # an unread entry deleted: Redis can no longer tell the lag
-    assert client.xinfo_groups(stream)[0]["lag"] is None
+    assert client.xinfo_groups(stream)[0].get("lag") is None  # absent on Redis 6.2
 
     code, report = run_json(capsys)
     g = group(report, stream, MATCHER_GROUP)
