@@ -25,7 +25,7 @@ import uuid
 from core.config import Settings
 from core.entities import Source
 from storage.keys import Keys
-from storage.redis_client import connect
+from storage.redis_client import connect, delete_namespace
 from storage.repositories import Store
 
 
@@ -125,12 +125,6 @@ def _cpu_seconds(pid: int) -> tuple[float, float] | None:
         return None
 
 
-def _delete_namespace(client, namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i : i + 500])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench edge")
     parser.add_argument("--requests", type=int, default=20_000)
@@ -195,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
-        _delete_namespace(client, settings.namespace)
+        delete_namespace(client, settings.namespace)
 
 
 if __name__ == "__main__":

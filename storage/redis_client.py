@@ -70,3 +70,16 @@ def ensure_groups(client: redis.Redis, keys) -> None:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+
+def delete_namespace(client: redis.Redis, namespace: str) -> int:
+    """Delete every key of ``namespace`` (tests and benchmarks clean up with it)."""
+    deleted, batch = 0, []
+    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.delete(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.delete(*batch)
+    return deleted

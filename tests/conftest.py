@@ -11,11 +11,12 @@ import uuid
 
 import pytest
 import redis
+from falcon import testing
 
 from core.config import Settings
 from scripts.embedded_redis import answers, ensure_redis
 from storage.keys import Keys
-from storage.redis_client import connect, ensure_groups
+from storage.redis_client import connect, delete_namespace, ensure_groups
 from storage.repositories import Store
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -34,17 +35,6 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _started is not None:
         _started.stop()
-
-
-def _delete_namespace(client: redis.Redis, namespace: str) -> None:
-    batch = []
-    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.delete(*batch)
-            batch.clear()
-    if batch:
-        client.delete(*batch)
 
 
 @pytest.fixture
@@ -72,7 +62,7 @@ def redis_client(settings):
     except redis.ConnectionError:
         pytest.fail(f"no Redis at {settings.redis_url}: start one (see README)")
     yield client
-    _delete_namespace(client, settings.namespace)
+    delete_namespace(client, settings.namespace)
     client.close()
 
 
@@ -85,3 +75,19 @@ def keys(settings) -> Keys:
 def store(redis_client, keys) -> Store:
     ensure_groups(redis_client, keys)
     return Store(redis_client, keys)
+
+
+@pytest.fixture
+def app(settings, store):
+    """The edge app on the test's namespace (groups created), closed afterwards."""
+    from edge.app import create_app
+
+    app = create_app(settings)
+    yield app
+    app.ctx.redis.close()
+
+
+@pytest.fixture
+def client(app) -> testing.TestClient:
+    """falcon's in-process client for ``app``: no sockets."""
+    return testing.TestClient(app)

@@ -6,26 +6,11 @@ import uuid
 
 import orjson
 import pytest
-from falcon import testing
 
 from core.entities import Source
 from core.postback import MAX_BATCH_ITEMS
 
 PUBLIC_IP = "198.51.100.7"
-
-
-@pytest.fixture
-def app(settings, store):
-    from edge.app import create_app
-
-    app = create_app(settings)
-    yield app
-    app.ctx.redis.close()
-
-
-@pytest.fixture
-def client(app):
-    return testing.TestClient(app)
 
 
 @pytest.fixture

@@ -5,26 +5,11 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from falcon import testing
 
 from core.entities import Click, Offer, Partner
 from edge.clicks import landing_url
 
 LANDING = "https://adv.example/lp?c={click_id}&s={sub1}&o={offer_id}"
-
-
-@pytest.fixture
-def app(settings, store):
-    from edge.app import create_app
-
-    app = create_app(settings)
-    yield app
-    app.ctx.redis.close()
-
-
-@pytest.fixture
-def client(app):
-    return testing.TestClient(app)
 
 
 @pytest.fixture

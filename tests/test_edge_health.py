@@ -11,23 +11,8 @@ import time
 
 import pytest
 import requests
-from falcon import testing
 
 from core.entities import Source
-
-
-@pytest.fixture
-def app(settings, store):
-    from edge.app import create_app
-
-    app = create_app(settings)
-    yield app
-    app.ctx.redis.close()
-
-
-@pytest.fixture
-def client(app):
-    return testing.TestClient(app)
 
 
 def test_health(client):

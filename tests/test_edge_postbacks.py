@@ -21,18 +21,6 @@ PUBLIC_IP = "198.51.100.7"
 
 
 @pytest.fixture
-def app(settings, store):
-    app = create_app(settings)
-    yield app
-    app.ctx.redis.close()
-
-
-@pytest.fixture
-def client(app):
-    return testing.TestClient(app)
-
-
-@pytest.fixture
 def source(store):
     return store.add_source(Source.build(name="acme-" + uuid.uuid4().hex[:8]))
 
