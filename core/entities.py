@@ -124,6 +124,12 @@ def new_source_key() -> str:
     return secrets.token_urlsafe(18)
 
 
+def _without_secret(record) -> dict:
+    out = asdict(record)
+    out["has_secret"] = bool(out.pop("secret"))
+    return out
+
+
 def _flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes")
 
@@ -174,9 +180,7 @@ class Source:
 
     def public(self) -> dict:
         """The fields shown by ``--json`` and the admin API (the secret stays hidden)."""
-        out = asdict(self)
-        out["has_secret"] = bool(out.pop("secret"))
-        return out
+        return _without_secret(self)
 
 
 @dataclass
@@ -354,9 +358,7 @@ class Partner:
         )
 
     def public(self) -> dict:
-        out = asdict(self)
-        out["has_secret"] = bool(out.pop("secret"))
-        return out
+        return _without_secret(self)
 
 
 @dataclass

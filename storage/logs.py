@@ -440,32 +440,32 @@ def source_names(client: redis.Redis, keys: Keys) -> dict[str, str]:
 
 
 # -- what the admin API and the export command call -----------------------------------------
-def received_entries(
+def log_entries(
     client: redis.Redis,
-    keys: Keys,
+    streams: list[str],
     window: Window,
     where: Callable[[Entry], bool] | None = None,
     *,
     newest_first: bool = False,
     chunk: int = CHUNK,
 ) -> Iterator[Entry]:
-    streams = [keys.received_log(n) for n in keys.all_partitions()]
+    """Entries of one log's partition ``streams`` in ``window``, merged in time order."""
     entries = merge_streams(client, streams, window, newest_first=newest_first, chunk=chunk)
     return entries if where is None else filter(where, entries)
+
+
+def received_entries(
+    client: redis.Redis, keys: Keys, window: Window, where=None, **options
+) -> Iterator[Entry]:
+    streams = [keys.received_log(n) for n in keys.all_partitions()]
+    return log_entries(client, streams, window, where, **options)
 
 
 def forwarded_entries(
-    client: redis.Redis,
-    keys: Keys,
-    window: Window,
-    where: Callable[[Entry], bool] | None = None,
-    *,
-    newest_first: bool = False,
-    chunk: int = CHUNK,
+    client: redis.Redis, keys: Keys, window: Window, where=None, **options
 ) -> Iterator[Entry]:
     streams = [keys.forwarded_log(n) for n in keys.all_partitions()]
-    entries = merge_streams(client, streams, window, newest_first=newest_first, chunk=chunk)
-    return entries if where is None else filter(where, entries)
+    return log_entries(client, streams, window, where, **options)
 
 
 def conversions(
