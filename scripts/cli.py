@@ -1,4 +1,4 @@
-"""The ``postback`` command: one entry point, a subcommand per process or tool.
+"""postback: take postbacks in, match them, credit points, forward them; one command for all.
 
 Each subcommand lives in its own module exposing ``configure(parser)`` and
 ``run(settings, args) -> int``; this file only wires them up, builds the settings once
