@@ -1,19 +1,21 @@
 """The matcher: postbacks in, conversions, points and forward jobs out (SPEC §4).
 
 A batch is an XREADGROUP, one pipelined round trip of reads (the clicks, the config
-version) and one pipelined round trip of ``match.lua`` calls, each applying one postback
-atomically and acking it. Planning (matching, payouts, transitions, payloads:
-``processors.matcher_plan``) happens in Python between the two; the script only picks
-the effect that fits the conversion's current status, and writes. The worker loop
-(``processors.matcher_worker``) keeps a batch running in Redis while it plans the next
-(``overlap``); tests call one step at a time:
+version) and one pipelined round trip of ``match.lua`` calls, each applying a chunk of
+``CHUNK`` postbacks, every one atomically, and acking them. Planning (matching,
+payouts, transitions, payloads: ``processors.matcher_plan``) happens in Python between
+the two; the script only picks the effect that fits the conversion's current status,
+and writes. The worker loop (``processors.matcher_worker``) keeps a batch running in
+Redis while it plans the next (``overlap``); tests call one step at a time:
 
     >>> matcher = Matcher(client, settings)
     >>> matcher.process_batch()        # one batch of partition 0; returns entries handled
 
-A poison entry (its plan or its script fails) stays pending; XAUTOCLAIM hands it out
-again after ``claim_idle_ms``, and when it has failed on its ``max_deliveries``-th
-delivery it goes to the dead letters (``dead_letter.lua``) instead of blocking the group.
+A chunk refused by the script (an entry failed validation: nothing was written) is sent
+again one entry per call, so only the bad entry fails. A poison entry (its plan or its
+script fails) stays pending; XAUTOCLAIM hands it out again after ``claim_idle_ms``,
+and when it has failed on its ``max_deliveries``-th delivery it goes to the dead
+letters (``dead_letter.lua``) instead of blocking the group.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ log = logging.getLogger("postback.matcher")
 GROUP = MATCHER_GROUP
 #: Longest error text kept in a dead letter and the received log.
 MAX_ERROR = 500
+#: Entries per ``match.lua`` call: the script's setup, fixed keys, counters, XDEL and
+#: reply are paid once per chunk; a chunk of 50 keeps each call well under a millisecond.
+CHUNK = 50
 
 
 class RedisRefused(redis.ConnectionError):
@@ -51,6 +56,14 @@ TRANSIENT_ERRORS = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAI
 
 def _transient(error: Exception) -> bool:
     return str(error).startswith(TRANSIENT_ERRORS)
+
+
+def _raise_transient(results: list) -> None:
+    """Redis refused writes (OOM, READONLY, LOADING...): not the entries' fault, so
+    they stay pending without counting toward the dead letters."""
+    for result in results:
+        if isinstance(result, Exception) and _transient(result):
+            raise RedisRefused(str(result))
 
 
 def default_consumer() -> str:
@@ -153,16 +166,17 @@ class Matcher:
         clicks = self._read_clicks(decoded)
         now = int(time.time() * 1000)
         minid = max(now - self.settings.retention_ms, 0)
-        calls, planned, plan = [], [], self.planner.plan
+        planned, plan = [], self.planner.plan
         for item in decoded:
             try:
-                calls.append(plan(n, item, clicks, now, minid))
-                planned.append(item)
+                planned.append(plan(n, item, clicks))
             except Exception as exc:  # noqa: BLE001 - any planning failure is a poison entry
                 failures[item[0]] = f"plan: {type(exc).__name__}: {exc}"
-        if calls:
-            self._pipe.send(calls)
-            self._inflight.append((n, live, planned, failures))
+        if planned:
+            chunks = [planned[i : i + CHUNK] for i in range(0, len(planned), CHUNK)]
+            call = self.planner.call
+            self._pipe.send([call(n, chunk, minid, now) for chunk in chunks])
+            self._inflight.append((n, live, chunks, failures, minid, now))
         elif failures:
             self._fail(n, dict(live), failures)
         # Overlap: keep this batch running in Redis while the caller plans the next one.
@@ -173,20 +187,34 @@ class Matcher:
         """Read replies of batches in flight until at most ``keep`` remain; count
         outcomes and handle failures."""
         while len(self._inflight) > keep:
-            n, live, planned, failures = self._inflight.popleft()
+            n, live, chunks, failures, minid, now = self._inflight.popleft()
             results = self._pipe.receive()
-            for item, result in zip(planned, results, strict=True):
-                if isinstance(result, Exception):
-                    failures[item[0]] = f"match.lua: {result}"
-                else:
-                    self.outcomes[result] += 1
-            transient = [r for r in results if isinstance(r, Exception) and _transient(r)]
-            if transient:
-                # Redis refused writes (OOM, READONLY, LOADING...): not the entries'
-                # fault, so they stay pending without counting toward the dead letters.
-                raise RedisRefused(str(transient[0]))
+            _raise_transient(results)
+            for chunk, reply in zip(chunks, results, strict=True):
+                outcomes = self._outcomes(n, chunk, reply, minid, now)
+                for (log_id, _, _), outcome in zip(chunk, outcomes, strict=True):
+                    if isinstance(outcome, Exception):
+                        failures[log_id] = f"match.lua: {outcome}"
+                    else:
+                        self.outcomes[outcome] += 1
             if failures:
                 self._fail(n, dict(live), failures)
+
+    def _outcomes(self, n: int, chunk: list, reply, minid: int, now: int) -> list:
+        """Each entry's outcome, or its error, from the reply to a chunk's call."""
+        if isinstance(reply, Exception):
+            if len(chunk) == 1:
+                return [reply]
+            # Nothing of the chunk was written: one entry per call, so only a bad one fails.
+            log.warning("chunk refused (%s); sending one entry per call", reply)
+            calls = [self.planner.call(n, [entry], minid, now) for entry in chunk]
+            replies = self.scripts.run_many(self.r, "match", calls)
+            _raise_transient(replies)
+            return replies
+        outcomes = str(reply).split(" ")
+        if len(outcomes) != len(chunk):  # not match.lua's: left pending, read again later
+            return [redis.ResponseError(f"reply {reply!r} does not fit the chunk")] * len(chunk)
+        return outcomes
 
     def _read_clicks(self, decoded: list) -> dict:
         """One pipeline: each click by click_id, fallback candidates, the config version.

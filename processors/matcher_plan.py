@@ -1,12 +1,14 @@
-"""Planning: one decoded postback in, the ``match.lua`` call that applies it out (SPEC §4).
+"""Planning: one decoded postback in, its part of a ``match.lua`` call out (SPEC §4).
 
 Matching (by click_id, else the offer's most recent click), payouts, the effect per
-current status (core.transitions) and the forward jobs are worked out here in plain
-Python over what the matcher read beforehand (clicks, offers, partners); no I/O.
+current status (core.transitions), the payload and its recipients are worked out here
+in plain Python over what the matcher read beforehand (clicks, offers, partners); no I/O.
+One ``match.lua`` call applies a chunk of planned entries:
 
     >>> planner = Planner(keys, settings.fallback_window_s)
     >>> planner.catalog = Catalog.load(store, version)
-    >>> keys, args = planner.plan(n, (log_id, fields, params), clicks, now, minid)
+    >>> planned = [planner.plan(n, (log_id, fields, params), clicks), ...]
+    >>> keys, args = planner.call(n, planned, minid, now)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from core.entities import SUB_IDS
 from core.money import format_cents
 from core.payouts import PayoutRule, upstream_cents
 from core.transitions import CONVERSION_STATUSES, FLAG_BITS, SPECS, effects, refuse_new
-from processors.payload import PartnerDirectory, build_payload, forward_jobs
+from processors.payload import PartnerDirectory, build_payload
 from storage.keys import MATCHER_GROUP as GROUP
 from storage.keys import Keys
 from storage.repositories import Store
@@ -31,6 +33,8 @@ NO_ACTION = chr(64)
 FORWARD_ONLY = chr(64 + FLAG_BITS["forward"])
 #: What matching reads of a click (``Click.to_redis``).
 CLICK_FIELDS = ("click_id", "offer_id", "partner_id", "user_id", "created", *SUB_IDS)
+#: The ids a test postback's log entry carries (from its click, else its params).
+LOGGED_IDS = ("click_id", "offer_id", "partner_id", "user_id")
 
 
 class PlanError(ValueError):
@@ -108,13 +112,34 @@ class Planner:
             )
             for n in keys.all_partitions()
         }
-        # KEYS of a call per partition; [1] is the conversion (plain steps touch none,
-        # but the script's KEYS keep one shape).
-        self._keys = {n: [k[0], keys.conversion(n, "-"), *k[1:]] for n, k in fixed.items()}
+        # KEYS of a call: the stream, one conversion per entry, the other fixed keys.
+        self._stream = {n: k[0] for n, k in fixed.items()}
+        self._tail = {n: k[1:] for n, k in fixed.items()}
+        # The conversion KEY of a plain entry (unmatched, test): never touched.
+        self._no_conversion = {n: keys.conversion(n, "-") for n in keys.all_partitions()}
         self._conversion_prefix = {n: keys.conversion(n, "") for n in keys.all_partitions()}
+        self._quoted: dict[tuple, tuple] = {}
 
-    def plan(self, n: int, item: tuple, clicks: dict, now: int, minid: int) -> tuple:
-        """The ``match.lua`` call (keys, args) for one decoded entry."""
+    def call(self, n: int, planned: list, minid: int, now: int) -> tuple[list, list]:
+        """The ``match.lua`` call (keys, args) applying ``planned`` entries, in order."""
+        keys, args = [self._stream[n]], [GROUP]
+        for _, conversion_key, segment in planned:
+            keys.append(conversion_key)
+            args += segment
+        keys += self._tail[n]
+        args += (minid, now)
+        return keys, args
+
+    def recipients(self, partner_id: str, *, test: bool = False) -> tuple:
+        """The event's recipients as JSON strings (match.lua wraps the jobs)."""
+        found = self.catalog.partners.recipients(partner_id, test=test)
+        quoted = self._quoted.get(found)
+        if quoted is None:
+            quoted = self._quoted[found] = tuple(orjson.dumps(pid) for pid in found)
+        return quoted
+
+    def plan(self, n: int, item: tuple, clicks: dict) -> tuple:
+        """(log_id, conversion KEY, segment of ``match.lua`` arguments) for one entry."""
         log_id, fields, params = item
         get = params.get
         source = fields["source"]
@@ -135,22 +160,17 @@ class Planner:
         else:
             click, matched_by = clicks.get(("offer", get("offer_id"), at)), "offer_fallback"
         offer = self.catalog.offers.get(click["offer_id"]) if click else None
-        keys = self._keys[n].copy()
-        log_only = (
-            "method", fields.get("method", ""), "ip", fields.get("ip", ""),
-            "params", fields["params"],
-        )  # fmt: skip
+        log_only = (fields.get("method", ""), fields.get("ip", ""), fields["params"])
 
         if status == "test":
-            log_fields = ["source", source, *log_only]
-            return keys, self._plan_test(log_id, at, now, minid, params, click, offer, log_fields)
+            segment = self._plan_test(log_id, at, params, click, offer, source, log_only)
+            return log_id, self._no_conversion[n], segment
         if click is None or offer is None:
-            log_fields = ["source", source, *log_only]
             if click is not None:
                 reason = (
                     f"offer {click['offer_id']} of click {click.get('click_id')} no longer exists"
                 )
-                log_fields += ("click_id", click.get("click_id", ""), "offer_id", click["offer_id"])
+                ids = (click.get("click_id", ""), click["offer_id"], "", "")
             else:
                 if sent_click_id:
                     reason = f"unknown click_id {sent_click_id}"
@@ -159,11 +179,10 @@ class Planner:
                         f"no click on offer {get('offer_id')} in the "
                         f"{self.fallback_window_s} s before the postback"
                     )
-                for name in ("click_id", "offer_id"):
-                    if get(name):
-                        log_fields += (name, params[name])
+                ids = (get("click_id") or "", get("offer_id") or "", "", "")
             spec = f"{NO_ACTION}unmatched||{reason}"
-            return keys, _plain_args(log_id, minid, at, status, spec, log_fields)
+            segment = _plain_segment(log_id, at, status, spec, source, ids, log_only)
+            return log_id, self._no_conversion[n], segment
 
         click_id = click.get("click_id") or sent_click_id
         user_id, partner_id = click.get("user_id", ""), click.get("partner_id", "")
@@ -171,7 +190,6 @@ class Planner:
         conversion_id = make_conversion_id(
             n, source, transaction_id=transaction_id, click_id=click_id, goal=get("goal") or ""
         )
-        keys[1] = self._conversion_prefix[n] + conversion_id
         partner_cents = offer.rule.partner_cents(upstream)
         currency = get("currency") or offer.currency
         age_ms = at - int(click.get("created") or 0)
@@ -186,41 +204,26 @@ class Planner:
             conversion_id=conversion_id, user_id=user_id, subs=click, timestamp=at // 1000,
             extras=params, custom=custom, source_key=source,
         )  # fmt: skip
-        jobs = forward_jobs(
-            self.catalog.partners.recipients(partner_id),
-            orjson.dumps(payload),
-            log_id=log_id,
-            conversion_id=conversion_id,
-            created=now,
-        )
-        # Fields of both the new conversion and the log entry are sent once.
-        shared = [
-            "source", source, "click_id", click_id, "offer_id", offer.offer_id,
-            "partner_id", partner_id, "matched_by", matched_by,
-        ]  # fmt: skip
+        recipients = self.recipients(partner_id)
+        warning = ""
         if matched_by == "offer_fallback":
-            shared += (
-                "warning",
+            warning = (
                 f"no click_id sent: matched to the most recent click on offer "
-                f"{offer.offer_id} ({click_id})",
+                f"{offer.offer_id} ({click_id})"
             )
-        conversion_only = []
-        for name in ("transaction_id", "goal", "survey_id"):
-            if get(name):
-                conversion_only += (name, params[name])
-        if custom:
-            conversion_only += ("custom", orjson.dumps(custom))
         step = {"status": status, "at": at, "log_id": log_id}
         if payout_given:
             step["payout_cents"] = upstream
             step["partner_payout_cents"] = partner_cents
         if get("reason"):
             step["reason"] = params["reason"]
-        return keys, [
-            GROUP, log_id, minid, at, "c", status, user_id, conversion_id, currency,
-            partner_cents, upstream if payout_given else "", orjson.dumps(step)[:-1],
-            len(conversion_only), len(shared), len(log_only), len(jobs), *specs,
-            *conversion_only, *shared, *log_only, *jobs,
+        # The segment layout is match.lua's (see its header); "" means absent.
+        return log_id, self._conversion_prefix[n] + conversion_id, [
+            log_id, at, status, user_id, conversion_id, currency, partner_cents,
+            upstream if payout_given else "", orjson.dumps(step)[:-1], *specs,
+            orjson.dumps(payload), len(recipients), source, click_id, offer.offer_id,
+            partner_id, matched_by, warning, *log_only, transaction_id, get("goal") or "",
+            get("survey_id") or "", orjson.dumps(custom) if custom else "", *recipients,
         ]  # fmt: skip
 
     @staticmethod
@@ -241,7 +244,7 @@ class Planner:
             return SPECS[status]
         return tuple(e.spec() for e in effects(status, new=refuse_new(reason)))
 
-    def _plan_test(self, log_id, at, now, minid, params, click, offer, log_fields) -> list:
+    def _plan_test(self, log_id, at, params, click, offer, source, log_only) -> list:
         """A ``test`` postback: forwarded, never a conversion or points.
 
         Its payout is the partner's payout when the click is known, else the one sent.
@@ -259,18 +262,12 @@ class Planner:
             subs=click, timestamp=at // 1000, extras=params,
             custom=params.get("custom") or {}, source_key=params.get("source", ""),
         )  # fmt: skip
-        jobs = forward_jobs(
-            self.catalog.partners.recipients(click.get("partner_id", ""), test=True),
-            orjson.dumps(payload),
-            log_id=log_id,
-            conversion_id="",
-            created=now,
+        recipients = self.recipients(click.get("partner_id", ""), test=True)
+        ids = [click.get(name) or params.get(name) or "" for name in LOGGED_IDS]
+        spec = f"{FORWARD_ONLY}test||"
+        return _plain_segment(
+            log_id, at, "test", spec, source, ids, log_only, orjson.dumps(payload), recipients
         )
-        for name in ("click_id", "offer_id", "partner_id", "user_id"):
-            value = click.get(name) or params.get(name)
-            if value:
-                log_fields += (name, value)
-        return _plain_args(log_id, minid, at, "test", f"{FORWARD_ONLY}test||", log_fields, jobs)
 
 
 def click_from(values: list) -> dict | None:
@@ -281,10 +278,12 @@ def click_from(values: list) -> dict | None:
     return {name: value for name, value in zip(CLICK_FIELDS, values, strict=True) if value}
 
 
-def _plain_args(log_id, minid, at, status, spec, log_fields, jobs=()) -> list:
-    """``match.lua`` arguments for a step that touches no conversion (mode "p")."""
-    log_fields = ["log_id", log_id, "time", at, "status", status, *log_fields]
+def _plain_segment(log_id, at, status, spec, source, ids, log_only, payload=b"", rcpts=()):
+    """The ``match.lua`` segment of an entry that touches no conversion (unmatched, test);
+    ``ids`` are the click_id, offer_id, partner_id and user_id its log entry names."""
+    click_id, offer_id, partner_id, user_id = ids
     return [
-        GROUP, log_id, minid, at, "p", status, "", "", "", 0, "", "", 0, 0, len(log_fields),
-        len(jobs), spec, "", "", "", *log_fields, *jobs,
+        log_id, at, status, user_id, "", "", 0, "", "", spec, "", "", "", payload,
+        len(rcpts), source, click_id, offer_id, partner_id, "", "", *log_only,
+        "", "", "", "", *rcpts,
     ]  # fmt: skip

@@ -1,7 +1,8 @@
 """What partners receive for a conversion event, and which partners receive it (SPEC §5).
 
 Plain functions over plain values: the matcher builds one payload per event and one
-forward job per recipient; the admin test distribution builds the same payload shape.
+forward job per recipient (``match.lua`` wraps the payload in each job); the admin
+test distribution builds the same payload shape.
 
     >>> build_payload(click_id="CLK-1", status="approved", payout="4.00", currency="USD",
     ...               timestamp=1700000000)
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-import orjson
 
 from core.entities import SUB_IDS, Partner
 
@@ -73,29 +72,6 @@ def build_payload(
                 continue
             payload[name] = value
     return payload
-
-
-def forward_jobs(
-    partner_ids: Iterable[str],
-    payload_json: bytes,
-    *,
-    log_id: str,
-    conversion_id: str,
-    created: int,
-) -> list[bytes]:
-    """One delivery job (``storage.formats``) per partner, JSON bytes.
-
-    The payload is serialised once and shared: a job is
-    ``{"partner_id", "payload", "log_id", "conversion_id", "attempt": 1, "created"}``.
-    """
-    tail = orjson.dumps(
-        {"log_id": log_id, "conversion_id": conversion_id, "attempt": 1, "created": created}
-    )
-    tail = b"," + tail[1:]
-    return [
-        b'{"partner_id":' + orjson.dumps(pid) + b',"payload":' + payload_json + tail
-        for pid in partner_ids
-    ]
 
 
 @dataclass(frozen=True)

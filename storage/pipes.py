@@ -11,20 +11,24 @@ import hashlib
 from collections import deque
 
 import redis
+from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 from storage.scripts import LUA_DIR, Scripts
 
+_READ_RESPONSE = AbstractConnection.read_response
+
 try:
     from hiredis import pack_command as _pack
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _MORE
 except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
-    _pack = None
+    _pack = _MORE = None
 
 
 class RawPipe:
     """Batches of commands written in one go, their replies read later, in order.
 
-    The hot path sends about 50 arguments per postback; redis-py's per-argument checks
+    The hot path sends about 30 arguments per postback; redis-py's per-argument checks
     cost more than the planning itself, so commands are packed by hiredis directly.
     Writing and reading apart lets Redis run one batch while Python plans the next and
     reads the previous one's replies (Python on one core, Redis on the other). Batches
@@ -56,13 +60,8 @@ class RawPipe:
         if not self._counts:
             return []
         conn, count = self._conn, self._counts.popleft()
-        replies: list = []
         try:
-            for _ in range(count):
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+            replies = _read_replies(conn, count)
         except BaseException:
             self.reset()  # replies left unread: the socket cannot be reused
             raise
@@ -89,6 +88,39 @@ class RawPipe:
     def _release(self) -> None:
         conn, self._conn = self._conn, None
         self.client.connection_pool.release(conn)
+
+
+def _read_replies(conn, count: int) -> list:
+    """``count`` replies from ``conn``, error replies as ResponseError values.
+
+    With hiredis the replies are taken from its reader directly: redis-py's
+    ``read_response`` costs more per reply than parsing it (500 click reads a batch).
+    """
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    # Only a stock connection: others (fakeredis) read their replies their own way.
+    if reader is None or _MORE is None or type(conn).read_response is not _READ_RESPONSE:
+        replies: list = []
+        for _ in range(count):
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    gets, more = reader.gets, parser.read_from_socket
+    replies = [None] * count
+    try:
+        for i in range(count):
+            reply = gets()
+            while reply is _MORE:
+                more()
+                reply = gets()
+            if isinstance(reply, redis.ConnectionError):
+                raise reply  # e.g. LOADING: as read_response would
+            replies[i] = reply
+    except OSError as exc:  # read_response's translation of socket errors
+        raise redis.ConnectionError(f"Error while reading from Redis: {exc}") from exc
+    return replies
 
 
 class ScriptPipe(RawPipe):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core.conversions import conversion_id
 from core.entities import Click, Offer, Partner
 from processors.matcher import GROUP, Matcher
 from storage.keys import Keys
@@ -84,6 +85,10 @@ def received(client, keys: Keys, n: int = 0) -> list[dict]:
 
 def conversions(client, keys: Keys, store: Store, n: int = 0) -> list[dict]:
     return [store.get_conversion(c) for c in client.zrange(keys.conversion_index(n), 0, -1)]
+
+
+def pending(client, keys: Keys, n: int = 0) -> list[dict]:
+    return client.xpending_range(keys.input_stream(n), GROUP, "-", "+", 100)
 
 
 def points(store: Store, user_id: str = "u1") -> str:
@@ -587,6 +592,41 @@ def test_corrupt_conversion_status_is_refused_before_any_write(world, matcher, r
     assert "unknown status" in str(result)
     assert redis_client.xpending(keys.input_stream(0), GROUP)["pending"] == 1
     assert received(redis_client, keys) == [] and redis_client.hgetall(keys.points(0)) == {}
+
+
+def test_invalid_entry_of_a_chunk_does_not_hold_back_the_others(world, matcher, redis_client, keys):
+    for name in ("A", "B", "C"):  # one batch, so one match.lua call for the three
+        add_click(world, f"CLK-{name}")
+        post(redis_client, keys, click_id=f"CLK-{name}", payout="5.00", transaction_id=name)
+    corrupt = keys.conversion(0, conversion_id(0, SOURCE, transaction_id="B"))
+    redis_client.hset(corrupt, "status", "paid")
+
+    drain(matcher)
+
+    assert points(world) == "8.00"  # A and C: 4.00 each
+    assert [e["click_id"] for e in received(redis_client, keys)] == ["CLK-A", "CLK-C"]
+    [(stuck_id, fields)] = redis_client.xrange(keys.input_stream(0))
+    assert orjson.loads(fields["params"])["click_id"] == "CLK-B"
+    assert [e["message_id"] for e in pending(redis_client, keys)] == [stuck_id]
+
+
+def test_chunk_skips_an_entry_already_processed_and_applies_the_rest(
+    world, matcher, redis_client, keys
+):
+    add_click(world, "CLK-P")
+    post(redis_client, keys, click_id="CLK-P", status="pending", payout="5.00", transaction_id="P")
+    [first] = capture_calls(matcher)
+    post(redis_client, keys, click_id="CLK-P", status="approved", payout="5.00", transaction_id="P")
+    capture_calls(matcher)  # delivered too
+    matcher.restart()  # own pending again: both entries, in one call
+    [both] = capture_calls(matcher)
+
+    assert matcher.scripts.run_many(redis_client, "match", [first]) == ["matched"]
+    assert matcher.scripts.run_many(redis_client, "match", [both]) == ["already-processed matched"]
+    [conversion] = conversions(redis_client, keys, world)
+    assert conversion["status"] == "approved" and points(world) == "4.00"
+    assert [e["status"] for e in received(redis_client, keys)] == ["pending", "approved"]
+    assert pending(redis_client, keys) == []
 
 
 def test_received_log_is_trimmed_by_age(world, settings, redis_client, keys):
