@@ -4,9 +4,9 @@ The main thread talks to Redis; ``concurrency`` delivery threads make the HTTP r
 Each :meth:`Forwarder.process_batch` step
 
 1. records the attempts that finished since the last step: one ``delivery_done`` script
-   per attempt (ack + retry or dead letter + forwarded log + stats, so a crash never
-   loses or doubles a job's bookkeeping), all pipelined in one round trip; then partner
-   health, pausing a partner that keeps failing;
+   call per partition records them all (each attempt's ack + retry or dead letter +
+   forwarded log + stats, so a crash never loses or doubles a job's bookkeeping), in one
+   round trip; then partner health, pausing a partner that keeps failing;
 2. claims entries of dead consumers now and then (XAUTOCLAIM, looping to cursor 0-0);
 3. in one round trip, moves due retries back to the stream (``retry_due``), reads the
    config version and, only while there is room, reads jobs (its own pending ones first);
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import random
 import socket
 import threading
@@ -45,16 +44,17 @@ from collections import defaultdict
 
 import redis
 import requests
+from urllib3 import Timeout
 
 from core import delivery
 from core.config import Settings
 from core.delivery import Outcome
 from core.entities import Partner
 from processors import partner_health
-from processors.bookkeeping import Finished, Held, delivery_done_call
+from processors.bookkeeping import Finished, Held, Recorder
 from processors.forward_reader import ForwardReader
 from processors.http_delivery import AddressGuard, attempt, make_session
-from processors.slots import Slots
+from processors.slots import Results, Slots
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
 from storage.scripts import Scripts, default_scripts
@@ -97,7 +97,10 @@ class Forwarder:
         self.capacity = self.concurrency * 2  # in flight + waiting locally
         self.session = session or make_session(self.concurrency)
         self.guard = AddressGuard()
-        self._results: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._timeout = Timeout(
+            connect=settings.forward_connect_timeout, read=settings.forward_timeout
+        )
+        self._results = Results()
         self._stop = threading.Event()
 
         # Every entry this process holds, from read until its bookkeeping is done.
@@ -110,6 +113,13 @@ class Forwarder:
         self._partners: dict[str, Partner | None] = {}
         self._health: dict[str, tuple[float, partner_health.Health]] = {}
 
+        self._recorder = Recorder(
+            self.r,
+            self.keys,
+            self.scripts,
+            schedule=settings.retry_schedule,
+            retention_ms=settings.retention_ms,
+        )
         self._reader = ForwardReader(
             self.r, self.keys, settings, self.consumer, self.scripts, self._held
         )
@@ -270,7 +280,7 @@ class Forwarder:
                     self.guard,
                     partner,
                     item.job["payload"],
-                    (self.settings.forward_connect_timeout, self.settings.forward_timeout),
+                    self._timeout,
                 )
                 if request is not None:  # an HTTP attempt: a health signal
                     result = outcome.result
@@ -289,44 +299,26 @@ class Forwarder:
 
     def _wait_for_results(self, count: int, timeout: float) -> None:
         """Collect finished deliveries until ``count`` are in hand or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        while len(self._to_record) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                self._take(self._results.get(timeout=left))
-            except queue.Empty:
-                return
+        self._take_results()
+        self._results.wait(count - len(self._to_record), timeout)
+        self._take_results()
+
+    def _take_results(self) -> None:
+        for finished in self._results.take_all():
+            self._take(finished)
 
     # -- recording ---------------------------------------------------------------------
     def _record(self) -> int:
-        """Bookkeeping for everything finished: one pipelined round trip of scripts."""
-        while True:
-            try:
-                self._take(self._results.get_nowait())
-            except queue.Empty:
-                break
+        """Bookkeeping for everything finished: a script call per partition, one round trip."""
+        self._take_results()
         batch = self._to_record
         if not batch:
             return 0
-        calls = [
-            delivery_done_call(
-                self.keys,
-                f,
-                schedule=self.settings.retry_schedule,
-                retention_ms=self.settings.retention_ms,
-                now_ms=self._now_ms(),
-            )
-            for f in batch
-        ]
-        # On a lost connection this raises and the batch stays for the next try; a call
-        # that did run is then answered 0 by its XACK guard, never recorded twice.
-        results = self.scripts.run_many(self.r, "delivery_done", calls)
+        answers = self._recorder.record(batch, self._now_ms())
         self._to_record = []
         tallies: dict[str, partner_health.Tally] = defaultdict(partner_health.Tally)
         attempts: dict[str, int] = defaultdict(int)
-        for finished, result in zip(batch, results, strict=True):
+        for finished, result in answers:
             item = finished.held
             self._held.pop((item.partition, item.entry_id), None)
             if finished.request is not None:
@@ -345,7 +337,7 @@ class Forwarder:
         for pid, count in attempts.items():
             self._slots.recorded(pid, count)
         self._settle_held()
-        return len(batch)
+        return len(answers)
 
     def _settle_held(self) -> None:
         """Decide about partners held for failing: paused (jobs wait for the probe) or not."""

@@ -1,4 +1,8 @@
-"""Per-partner concurrency slots: which waiting job a free delivery thread takes next."""
+"""The hand-offs between the main thread and the delivery threads.
+
+:class:`Slots`: which waiting job a free delivery thread takes next (per-partner caps).
+:class:`Results`: the finished attempts going back to the main thread.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections import defaultdict, deque
 
 from core import delivery
 from core.entities import Partner
-from processors.bookkeeping import Held
+from processors.bookkeeping import Finished, Held
 
 
 class Slots:
@@ -131,3 +135,40 @@ class Slots:
         """Let ``threads`` waiting delivery threads go (each takes one stop token)."""
         for _ in range(threads):
             self._tokens.put(None)
+
+
+class Results:
+    """Finished attempts on their way from the delivery threads to the main thread.
+
+    The main thread waits for a number of them and is woken once that many are in, not
+    once per result: each wake-up is a GIL hand-over taken from the deliveries.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._enough = threading.Event()
+        self._want = 0  # how many the main thread waits for; 0 when it does not wait
+
+    def put(self, finished: Finished) -> None:
+        self._queue.put(finished)
+        if self._want and self._queue.qsize() >= self._want:
+            self._enough.set()
+
+    def take_all(self) -> list[Finished]:
+        taken = []
+        while True:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                return taken
+
+    def wait(self, count: int, timeout: float) -> None:
+        """Return once ``count`` results are waiting, or after ``timeout`` seconds."""
+        if count <= 0:
+            return
+        self._enough.clear()
+        self._want = count
+        # A result put after this check sees _want and sets the event: none is missed.
+        if self._queue.qsize() < count:
+            self._enough.wait(timeout)
+        self._want = 0

@@ -10,6 +10,8 @@ Jobs are preloaded onto the forward stream of a throwaway namespace, split evenl
 ``--partners`` partners; one :class:`processors.forwarder.Forwarder` then runs its
 ``process_batch`` loop until every job is recorded (attempt logged, stats counted) or
 ``--time-limit`` passes. Each case prints deliveries/s. The namespace is deleted after.
+``--cpu N`` pins the forwarder to CPU N as ``postback forwarder --cpu N`` does (the sink
+keeps its own process, free to run elsewhere).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import orjson
 from core.config import Settings
 from core.entities import Partner
 from processors.forwarder import Forwarder
+from processors.forwarder_cli import cpu_number, pin_to_cpu
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
 from storage.repositories import Store
@@ -180,14 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partners", type=int, default=8, help="partners the jobs are spread over")
     parser.add_argument("--concurrency", type=int, default=64, help="deliveries in flight")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per case, at most")
+    parser.add_argument(
+        "--cpu", type=cpu_number, default=None, help="pin the forwarder to this CPU"
+    )
     args = parser.parse_args(argv)
 
     base = Settings.from_env().with_overrides(forward_concurrency=args.concurrency)
     process, url = start_sink(args.delay_ms / 1000)
+    if args.cpu is not None:
+        pin_to_cpu(args.cpu)  # after the sink started: it stays free to run elsewhere
     try:
         print(
             f"one forwarder, concurrency {args.concurrency}, {args.partners} partners "
             f"(at most {base.partner_max_inflight} in flight each), signed GET deliveries"
+            + ("" if args.cpu is None else f", pinned to CPU {args.cpu}")
         )
         for name, path, jobs in (
             ("fast sink", "/fast", args.jobs),

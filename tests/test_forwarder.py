@@ -208,6 +208,42 @@ def test_stats_count_results_and_a_cumulative_latency_histogram(
     assert counts == sorted(counts)
 
 
+def test_a_record_redis_refuses_does_not_hold_back_the_rest_of_its_batch(
+    store, redis_client, keys, settings
+):
+    # One delivery_done call records a whole batch; Redis refusing one of its records
+    # (here a time that is not a number) must cost only that record.
+    from core.delivery import DELIVERED, Outcome
+    from processors.bookkeeping import Finished, Held, Recorder
+    from storage.scripts import default_scripts
+
+    for click in ("A", "B", "C"):
+        enqueue_job(redis_client, keys, "p1", sample_payload(click_id=click))
+    [(_stream, entries)] = redis_client.xreadgroup(
+        FORWARDER_GROUP, "fw-test", {keys.forward_stream(0): ">"}, count=10
+    )
+    held = [Held(0, entry_id, f["job"], orjson.loads(f["job"]), 0.0) for entry_id, f in entries]
+    ok = Outcome(DELIVERED, status_code=200, response_ms=3)
+    batch = [Finished(item, None, None, ok, int(time.time() * 1000)) for item in held]
+    batch[1].time_ms = "soon"  # type: ignore[assignment]
+    recorder = Recorder(
+        redis_client,
+        keys,
+        default_scripts(),
+        schedule=settings.retry_schedule,
+        retention_ms=settings.retention_ms,
+    )
+    answers = [answer for _finished, answer in recorder.record(batch, int(time.time() * 1000))]
+
+    assert answers[0] == 1 and answers[2] == 1 and isinstance(answers[1], Exception)
+    assert [orjson.loads(e["payload"])["click_id"] for e in forwarded(redis_client, keys)] == [
+        "A",
+        "C",
+    ]
+    pending = redis_client.xpending(keys.forward_stream(0), FORWARDER_GROUP)
+    assert pending["pending"] == 1 and pending["min"] == held[1].entry_id
+
+
 def test_a_malformed_job_becomes_a_dead_letter(store, redis_client, keys, make_forwarder):
     redis_client.xadd(keys.forward_stream(0), {"job": "not json"})
     forwarder = make_forwarder()
@@ -320,6 +356,46 @@ def test_the_command_refuses_bad_arguments_and_an_unreachable_redis():
     down = subprocess.run(cli, capture_output=True, text=True, timeout=30, env=env)
     assert down.returncode != 0 and "Redis unreachable" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_the_command_refuses_a_cpu_it_may_not_use(capsys):
+    from scripts.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["forwarder", "--cpu", "100000"])
+    assert exited.value.code == 2 and "--cpu" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="pinning needs Linux and two CPUs to tell",
+)
+def test_a_pinned_forwarder_delivers_from_that_cpu_only(store, redis_client, keys, settings, sink):
+    from processors.forwarder import Forwarder
+    from processors.forwarder_cli import pin_to_cpu
+
+    cpu = max(os.sched_getaffinity(0))
+    made = []
+
+    def start() -> None:  # in a thread of its own: pinning must not touch the test process
+        pin_to_cpu(cpu)
+        made.append(Forwarder(settings, redis_client, consumer="fw-pinned"))
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    [forwarder] = made
+    try:
+        threads = [t for t in threading.enumerate() if t.name.startswith("deliver-")]
+        assert len(threads) >= forwarder.concurrency
+        pinned = [t for t in threads if os.sched_getaffinity(t.native_id) == {cpu}]
+        assert len(pinned) == forwarder.concurrency
+        add_partner(store, sink)
+        enqueue_job(redis_client, keys, "p1")
+        [entry] = deliver_all(forwarder, redis_client, keys, 1)
+        assert entry["result"] == "delivered"
+    finally:
+        forwarder.close()
 
 
 def test_the_worker_rides_out_a_redis_restart(tmp_path, sink):

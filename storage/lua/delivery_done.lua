@@ -1,90 +1,140 @@
--- delivery_done.lua: the bookkeeping of one delivery attempt, all or nothing (SPEC §5, §6).
+-- delivery_done.lua: the bookkeeping of delivery attempts, all or nothing (SPEC §5, §6).
+--
+-- One call records a batch of attempts (and deferrals) of one partition: each its ack,
+-- retry or dead letter, forwarded-log entry and stats. A batch, not one call per
+-- attempt, because the forwarder is bound by its CPU: one call carries the log's field
+-- names and the histogram's bounds once, and the stats go in once per counter.
 --
 -- KEYS (all carry the same {pN} hash tag, so they share one slot):
 --   1 forward stream    2 retry set (job JSON scored by due ms)    3 dead letters
 --   4 forwarded log     5 stats hash
 -- ARGV:
---   1 group             2 the job's entry id in the forward stream
---   3 action: delivered | failed | retry | dead-lettered   (the attempt's result, logged)
+--   1 group             2 minid (ms) trimming the forwarded log by age
+--   3 the latency histogram's bounds (le, ms), comma-separated (cumulative buckets)
+--   4 F, how many fields a forwarded-log entry has; 5 .. 4+F their names
+--   then one record per attempt, 10 + F values each:
+--     entry id in the forward stream
+--     action: delivered | failed | retry | dead-lettered   (the attempt's result, logged)
 --             defer     (no attempt made: the job waits in the retry set, nothing logged)
---   4 job JSON for the retry set (retry: attempt + 1; defer: unchanged), else ""
---   5 due time in ms for the retry set (retry, defer), else ""
---   6 now (ms)          7 minid (ms) trimming the forwarded log by age
---   8 partner_id        9 error (the dead letter's reason)    10 log_id
---   11 the job as read (the dead letter's data)
---   12 response time in ms, or "" when no HTTP request was made
---   13 latency buckets (le, ms) this attempt counts in, comma-separated (cumulative)
---   14.. the forwarded-log entry: field, value, ... (none for defer)
--- Returns 1 when recorded; 0 when the entry was no longer pending for the group (its
--- attempt was already recorded by this or another consumer): then nothing is written.
+--     job JSON for the retry set (retry: attempt + 1; defer: unchanged), else ""
+--     due time in ms for the retry set (retry, defer), else ""
+--     time of the attempt (ms)    partner_id    error (the dead letter's reason)    log_id
+--     the job as read (the dead letter's data; only for dead-lettered)
+--     response time in ms, or "" when no HTTP request was made
+--     the forwarded-log entry's F values, in the order of the names ("" each for defer)
+-- Returns one number per record: 1 when recorded; 0 when the entry was no longer pending
+-- for the group (its attempt was already recorded by this or another consumer): then
+-- nothing of that record is written.
 --
--- Everything is validated before the first write: Redis does not roll back.
+-- Everything is validated before the first write, the keys' types too: Redis does not
+-- roll back, and a batch must not stop half way.
 
 local unpack = unpack or table.unpack -- Lua 5.1 in Redis; 5.4 in fakeredis (dev only)
 local fwd, retry, dead, log, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local group, entry_id, action = ARGV[1], ARGV[2], ARGV[3]
-local member, due, now, minid = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local partner, err, log_id, job = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local latency, buckets = ARGV[12], ARGV[13]
-local first_field = 14
+local group, minid, bounds = ARGV[1], ARGV[2], ARGV[3]
+local n_fields = tonumber(ARGV[4])
+
+local function fail(message)
+  return redis.error_reply("delivery_done: " .. message)
+end
+
+if not tonumber(minid) then
+  return fail("minid must be a number")
+end
+if not (n_fields and n_fields >= 1) then
+  return fail("the number of log fields must be positive")
+end
+local names = {}
+for i = 1, n_fields do
+  names[i] = ARGV[4 + i]
+end
+local buckets = {}
+for le in string.gmatch(bounds, "[^,]+") do
+  if not tonumber(le) then
+    return fail("bad latency bucket " .. le)
+  end
+  buckets[#buckets + 1] = {le, tonumber(le)}
+end
+local first, width = 5 + n_fields, 10 + n_fields
+if (#ARGV - first + 1) % width ~= 0 then
+  return fail("each record needs " .. width .. " values")
+end
+
+local wanted = {[fwd] = "stream", [retry] = "zset", [dead] = "stream", [log] = "stream", [stats] = "hash"}
+for key, kind in pairs(wanted) do
+  local found = redis.call("TYPE", key)["ok"]
+  if found ~= kind and found ~= "none" then
+    return fail(key .. " holds a " .. found .. ", not a " .. kind)
+  end
+end
 
 local known = {delivered = true, failed = true, retry = true, ["dead-lettered"] = true, defer = true}
-if not known[action] then
-  return redis.error_reply("delivery_done: unknown action " .. tostring(action))
-end
-if not (tonumber(now) and tonumber(minid)) then
-  return redis.error_reply("delivery_done: now and minid must be numbers")
-end
-if (action == "retry" or action == "defer") and (member == "" or not tonumber(due)) then
-  return redis.error_reply("delivery_done: " .. action .. " needs a job and a due time")
-end
-local n_fields = #ARGV - first_field + 1
-if n_fields % 2 ~= 0 then
-  return redis.error_reply("delivery_done: log fields must come in name, value pairs")
-end
-if action ~= "defer" and n_fields == 0 then
-  return redis.error_reply("delivery_done: an attempt needs its forwarded-log entry")
-end
-if latency ~= "" and not tonumber(latency) then
-  return redis.error_reply("delivery_done: latency must be a number of ms")
-end
-local bucket_list = {}
-for le in string.gmatch(buckets, "[^,]+") do
-  if not tonumber(le) then
-    return redis.error_reply("delivery_done: bad latency bucket " .. le)
+for at = first, #ARGV, width do
+  local action, member, due, now = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  if not string.match(ARGV[at], "^%d+%-%d+$") then
+    return fail("bad entry id " .. tostring(ARGV[at]))
   end
-  bucket_list[#bucket_list + 1] = le
-end
-
--- A redelivered entry (claimed after a crash, or a re-sent pipeline) is recorded once.
-if redis.call("XACK", fwd, group, entry_id) == 0 then
-  return 0
-end
-redis.call("XDEL", fwd, entry_id)
-
-if action == "retry" or action == "defer" then
-  redis.call("ZADD", retry, due, member)
-end
-if action == "defer" then
-  return 1
-end
-if action == "dead-lettered" then
-  redis.call("XADD", dead, "*", "kind", "delivery", "error", err, "time", now,
-    "partner_id", partner, "log_id", log_id, "data", job)
-end
-
-local fields = {}
-for i = first_field, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call("XADD", log, "MINID", "~", minid, "*", unpack(fields))
-
-redis.call("HINCRBY", stats, "delivery:" .. partner .. ":" .. action, 1)
-if latency ~= "" then
-  redis.call("HINCRBY", stats, "latency_sum_ms", latency)
-  redis.call("HINCRBY", stats, "latency_count", 1)
-  for _, le in ipairs(bucket_list) do
-    redis.call("HINCRBY", stats, "latency_bucket:" .. le, 1)
+  if not known[action] then
+    return fail("unknown action " .. tostring(action))
+  end
+  if not tonumber(now) then
+    return fail("the attempt's time must be a number")
+  end
+  if (action == "retry" or action == "defer") and (member == "" or not tonumber(due)) then
+    return fail(action .. " needs a job and a due time")
+  end
+  local latency = ARGV[at + 9]
+  if latency ~= "" and not tonumber(latency) then
+    return fail("latency must be a number of ms")
   end
 end
-return 1
+
+local counts = {} -- stats field -> increment, written once at the end
+local function count(field, by)
+  counts[field] = (counts[field] or 0) + by
+end
+
+local recorded = {}
+for at = first, #ARGV, width do
+  local entry_id, action, member, due = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local now, partner, err, log_id = ARGV[at + 4], ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
+  local job, latency = ARGV[at + 8], ARGV[at + 9]
+  -- A redelivered entry (claimed after a crash, or a re-sent call) is recorded once.
+  if redis.call("XACK", fwd, group, entry_id) == 0 then
+    recorded[#recorded + 1] = 0
+  else
+    recorded[#recorded + 1] = 1
+    redis.call("XDEL", fwd, entry_id)
+    if action == "retry" or action == "defer" then
+      redis.call("ZADD", retry, due, member)
+    end
+    if action ~= "defer" then
+      if action == "dead-lettered" then
+        redis.call("XADD", dead, "*", "kind", "delivery", "error", err, "time", now,
+          "partner_id", partner, "log_id", log_id, "data", job)
+      end
+      local fields = {}
+      for i = 1, n_fields do
+        fields[2 * i - 1] = names[i]
+        fields[2 * i] = ARGV[at + 9 + i]
+      end
+      redis.call("XADD", log, "MINID", "~", minid, "*", unpack(fields))
+      count("delivery:" .. partner .. ":" .. action, 1)
+      if latency ~= "" then
+        local ms = tonumber(latency)
+        count("latency_sum_ms", ms)
+        count("latency_count", 1)
+        for _, bucket in ipairs(buckets) do
+          if ms <= bucket[2] then
+            count("latency_bucket:" .. bucket[1], 1)
+          end
+        end
+      end
+    end
+  end
+end
+
+for field, by in pairs(counts) do
+  redis.call("HINCRBY", stats, field, by)
+end
+return recorded
