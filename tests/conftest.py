@@ -14,6 +14,7 @@ import redis
 from falcon import testing
 
 from core.config import Settings
+from core.entities import Source
 from scripts.embedded_redis import answers, ensure_redis
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace, ensure_groups
@@ -91,3 +92,9 @@ def app(settings, store):
 def client(app) -> testing.TestClient:
     """falcon's in-process client for ``app``: no sockets."""
     return testing.TestClient(app)
+
+
+@pytest.fixture
+def source(store) -> Source:
+    """An active source (any caller IP) with a fresh random key."""
+    return store.add_source(Source.build(name="source-" + uuid.uuid4().hex[:8]))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import orjson
 import pytest
 
@@ -11,11 +9,6 @@ from core.entities import Source
 from core.postback import MAX_BATCH_ITEMS
 
 PUBLIC_IP = "198.51.100.7"
-
-
-@pytest.fixture
-def source(store):
-    return store.add_source(Source.build(name="batcher-" + uuid.uuid4().hex[:8]))
 
 
 def entries(redis_client, keys, source_key):

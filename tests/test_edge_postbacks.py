@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import uuid
 
 import falcon
 import orjson
@@ -18,11 +17,6 @@ from edge.client_ip import client_ip, ip_allowed
 from edge.postbacks import read_body
 
 PUBLIC_IP = "198.51.100.7"
-
-
-@pytest.fixture
-def source(store):
-    return store.add_source(Source.build(name="acme-" + uuid.uuid4().hex[:8]))
 
 
 def entries(redis_client, keys, source_key):
