@@ -8,7 +8,6 @@ entry ID is the ``log_id``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections import Counter
@@ -35,7 +34,7 @@ from edge import metrics
 from edge.client_ip import client_ip, ip_allowed
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
-from storage.scripts import LUA_DIR
+from storage.scripts import Scripts
 
 SOURCE_KEY = re.compile(r"^[A-Za-z0-9_\-]{16,128}$")
 _ACCEPTED_HEAD = b'{"status":"success","message":"Postback received","log_id":"'
@@ -59,10 +58,10 @@ class ThreadScript:
     is safe.
     """
 
-    def __init__(self, client: redis.Redis, name: str) -> None:
+    def __init__(self, client: redis.Redis, scripts: Scripts, name: str) -> None:
         self.pool = client.connection_pool
-        self.text = (LUA_DIR / f"{name}.lua").read_text()
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+        self.text = scripts.source(name)
+        self.sha = scripts.sha(name)
         self.local = threading.local()
 
     def __call__(self, keys: tuple, args: tuple):
@@ -98,7 +97,7 @@ class Ingest:
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
-        self.script = ThreadScript(ctx.redis, "ingest")
+        self.script = ThreadScript(ctx.redis, ctx.scripts, "ingest")
 
     def write(self, key: str, ip: str, method: str, entries: list[bytes]) -> tuple[str, list[str]]:
         """Append ``entries`` (params JSON) for source ``key``; return (source name, log_ids).

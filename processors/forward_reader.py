@@ -9,7 +9,6 @@ not claim them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -21,14 +20,12 @@ from core import delivery
 from core.config import Settings
 from processors.bookkeeping import Held
 from storage.keys import FORWARDER_GROUP, Keys
-from storage.scripts import LUA_DIR, Scripts
+from storage.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
 #: Most due retries moved per partition per step.
 RETRY_MOVE_LIMIT = 1000
-# The retry move goes in the read pipeline by SHA; ``Scripts`` loads it on NOSCRIPT.
-_RETRY_DUE_SHA = hashlib.sha1((LUA_DIR / "retry_due.lua").read_text().encode()).hexdigest()
 
 
 class ForwardReader:
@@ -69,7 +66,8 @@ class ForwardReader:
         pipe = self.r.pipeline(transaction=False)
         for n in self.keys.all_partitions():
             keys = [self.keys.retry_queue(n), self.keys.forward_stream(n)]
-            pipe.evalsha(_RETRY_DUE_SHA, len(keys), *keys, now, RETRY_MOVE_LIMIT)
+            # by SHA in the read pipeline; NOSCRIPT loads every script (below)
+            pipe.evalsha(self.scripts.sha("retry_due"), len(keys), *keys, now, RETRY_MOVE_LIMIT)
         pipe.get(self.keys.config_version())
         if room > 0:
             streams = (

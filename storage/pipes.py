@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 
 import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
-from storage.scripts import LUA_DIR, Scripts
+from storage.scripts import Scripts
 
 _READ_RESPONSE = AbstractConnection.read_response
 
@@ -133,7 +132,7 @@ class ScriptPipe(RawPipe):
     def __init__(self, client: redis.Redis, scripts: Scripts, name: str) -> None:
         super().__init__(client)
         self.scripts, self.name = scripts, name
-        self.sha = hashlib.sha1((LUA_DIR / f"{name}.lua").read_text().encode()).hexdigest()
+        self.sha = scripts.sha(name)
         self._calls: deque[list] = deque()
 
     def send(self, calls: list) -> None:  # type: ignore[override]

@@ -32,6 +32,14 @@ class Scripts:
     def names(self) -> list[str]:
         return sorted(self._source)
 
+    def sha(self, name: str) -> str:
+        """The SHA1 EVALSHA needs, for callers that send on their own connection."""
+        return self._sha[name]
+
+    def source(self, name: str) -> str:
+        """The script's text, for SCRIPT LOAD after a NOSCRIPT."""
+        return self._source[name]
+
     def load_all(self, client: redis.Redis) -> None:
         for text in self._source.values():
             client.script_load(text)
