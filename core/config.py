@@ -26,7 +26,8 @@ class Settings:
     port: int = 8080
     threads: int = 8
     namespace: str = "pb"
-    partitions: int = 1
+    partitions: int = 16
+    lease_ms: int = 10000
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     forward_timeout: float = 10.0
     forward_connect_timeout: float = 3.0
@@ -129,6 +130,7 @@ _VARIABLES = {
     "POSTBACK_THREADS": ("threads", _positive_int),
     "POSTBACK_NAMESPACE": ("namespace", _namespace),
     "POSTBACK_PARTITIONS": ("partitions", _positive_int),
+    "POSTBACK_LEASE_MS": ("lease_ms", _positive_int),
     "POSTBACK_RETRY_SCHEDULE": ("retry_schedule", _schedule),
     "POSTBACK_FORWARD_TIMEOUT": ("forward_timeout", _positive_float),
     "POSTBACK_FORWARD_CONNECT_TIMEOUT": ("forward_connect_timeout", _positive_float),

@@ -2,21 +2,19 @@
 
 A postback is validated in-process (``core.postback``), then one EVALSHA of
 ``ingest.lua`` checks the source key and the caller's IP and appends the entry to the
-source's input stream. The answer is sent only after that write succeeded; its stream
+input stream of its partition (from its conversion identity, ``storage.keys``). The answer is sent only after that write succeeded; its stream
 entry ID is the ``log_id``.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 
 import falcon
 import orjson
-import redis
-from redis.exceptions import NoScriptError
 
+from core.conversions import routing_identity
 from core.postback import (
     MAX_BATCH_BODY,
     MAX_SINGLE_BODY,
@@ -34,7 +32,6 @@ from edge import metrics
 from edge.client_ip import client_ip, ip_allowed
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
-from storage.scripts import Scripts
 
 SOURCE_KEY = re.compile(r"^[A-Za-z0-9_\-]{16,128}$")
 _ACCEPTED_HEAD = b'{"status":"success","message":"Postback received","log_id":"'
@@ -47,96 +44,98 @@ def accepted_body(log_id: str) -> bytes:
     return _ACCEPTED_HEAD + log_id.encode() + _ACCEPTED_TAIL
 
 
-class ThreadScript:
-    """EVALSHA of one Lua script over a connection each thread keeps for itself.
-
-    The hot path's only Redis call. Keeping the connection per thread skips the pool's
-    lock and bookkeeping (about 20 us a request, measured). Any error but NOSCRIPT drops
-    the connection, so a half-read reply is never read by the next request, and the next
-    call connects again: the edge recovers by itself when Redis is back. A failed write
-    is never repeated (it may have run); NOSCRIPT ran nothing, so loading and repeating
-    is safe.
-    """
-
-    def __init__(self, client: redis.Redis, scripts: Scripts, name: str) -> None:
-        self.pool = client.connection_pool
-        self.text = scripts.source(name)
-        self.sha = scripts.sha(name)
-        self.local = threading.local()
-
-    def __call__(self, keys: tuple, args: tuple):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            # Held for the thread's life (waitress threads live as long as the server).
-            conn = self.local.conn = self.pool.get_connection()
-        elif conn._sock is not None:
-            # A socket Redis closed (a restart) reads as ready: reconnect now rather than
-            # fail this request. Sending first would not tell: the write may still pass.
-            try:
-                stale = conn.can_read()
-            except redis.ConnectionError:
-                stale = True
-            if stale:
-                conn.disconnect()
-        try:
-            try:
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
-            except NoScriptError:
-                conn.send_command("SCRIPT", "LOAD", self.text)
-                conn.read_response()
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
-        except BaseException:
-            conn.disconnect()
-            raise
-
-
 class Ingest:
-    """Source check, IP check and stream write: one round trip in the steady state."""
+    """Source check, IP check and stream write: one script call per partition touched.
+
+    A postback goes to the partition of its conversion identity (``storage.keys``); each
+    partition holds its own copy of the source record, so the check and the XADD stay
+    one single-slot call. A batch makes one call per partition it touches, all in one
+    pipeline (split per node on a cluster).
+    """
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
-        self.script = ThreadScript(ctx.redis, ctx.scripts, "ingest")
 
-    def write(self, key: str, ip: str, method: str, entries: list[bytes]) -> tuple[str, list[str]]:
-        """Append ``entries`` (params JSON) for source ``key``; return (source name, log_ids).
+    def partition(self, key: str, postback: dict) -> int:
+        return self.ctx.keys.partition_of(routing_identity(key, postback))
 
-        Raises 404 for an unknown or inactive key, 403 for an IP outside the allow-list.
+    def write(
+        self, key: str, ip: str, method: str, postbacks: list[tuple[int, bytes]]
+    ) -> tuple[str, list[str | None]]:
+        """Append ``postbacks`` ((partition, params JSON) pairs) for source ``key``.
+
+        Returns (source name, a log_id per postback, None where its partition's write
+        failed while others went in). Raises 404 for an unknown or inactive key, 403 for
+        an IP outside the allow-list, and lets Redis errors through (503) when nothing
+        at all was written.
         """
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
             metrics.count_refused("unknown_key")
             raise falcon.HTTPNotFound(description=_INVALID_KEY)
-        redis_keys = (ctx.keys.source(key), ctx.keys.input_stream(ctx.keys.partition_of(key)))
+        by_partition: dict[int, list[int]] = {}
+        for index, (n, _) in enumerate(postbacks):
+            by_partition.setdefault(n, []).append(index)
+        if not by_partition:  # an empty batch: a key check only
+            by_partition[0] = []
+        log_ids: list[str | None] = [None] * len(postbacks)
+        outcomes: dict[int, str] = {}
+        name = ""
         try:
             if not ctx.groups_ready:
                 ctx.ensure_groups()
             # The cached allow-list may be stale; the script then answers with the stored
             # one and writes nothing. A second retry covers a change racing the first.
+            todo = list(by_partition)
             for _ in range(3):
                 allow = ctx.allow_cache.get(key, "")
                 allowed = "1" if ip_allowed(ip, allow) else "0"
-                reply = self.script(redis_keys, (key, allow, allowed, method, ip, *entries))
-                outcome = reply[0]
-                if outcome == "ok":
-                    return reply[1], reply[2:]
-                if outcome == "stale":
-                    if reply[1]:
-                        ctx.allow_cache[key] = reply[1]
-                    else:
-                        ctx.allow_cache.pop(key, None)
-                    continue
-                if outcome == "forbidden":
-                    metrics.count_refused("forbidden")
-                    raise falcon.HTTPForbidden(
-                        description=f"caller IP {ip} is not in this source's allow-list"
+                head = (key, allow, allowed, method, ip)
+                parts = ctx.keys.partitions
+                calls = [
+                    (
+                        (ctx.keys.source_copy(n, key), ctx.keys.input_stream(n)),
+                        (*head, f"{n} {parts}", *(postbacks[i][1] for i in by_partition[n])),
                     )
-                metrics.count_refused("unknown_key")
-                raise falcon.HTTPNotFound(description=_INVALID_KEY)
+                    for n in todo
+                ]
+                replies = ctx.scripts.run_many(ctx.redis, "ingest", calls)
+                if not outcomes and all(isinstance(r, Exception) for r in replies):
+                    raise replies[0]  # nothing written anywhere: 503
+                stale = []
+                for n, reply in zip(todo, replies, strict=True):
+                    if isinstance(reply, Exception):
+                        outcomes[n] = "error"
+                        continue
+                    outcomes[n] = reply[0]
+                    if reply[0] == "ok":
+                        name = reply[1]
+                        for i, log_id in zip(by_partition[n], reply[2:], strict=True):
+                            log_ids[i] = log_id
+                    elif reply[0] == "stale":
+                        stale.append(n)
+                        if reply[1]:
+                            ctx.allow_cache[key] = reply[1]
+                        else:
+                            ctx.allow_cache.pop(key, None)
+                    else:
+                        name = name or (reply[1] if len(reply) > 1 else "")
+                todo = stale
+                if not todo:
+                    break
         except UNAVAILABLE:
             metrics.count_refused("unavailable")
             raise
+        if "ok" in outcomes.values():
+            return name, log_ids
+        if "forbidden" in outcomes.values():
+            metrics.count_refused("forbidden")
+            raise falcon.HTTPForbidden(
+                description=f"caller IP {ip} is not in this source's allow-list"
+            )
+        if "unknown" in outcomes.values():
+            metrics.count_refused("unknown_key")
+            raise falcon.HTTPNotFound(description=_INVALID_KEY)
         raise falcon.HTTPServiceUnavailable(
             description="source settings changing, retry later", retry_after=1
         )
@@ -205,7 +204,12 @@ class PostbackResource:
         except PostbackError as exc:
             raise _refuse(exc) from None
         ip = caller_ip(req, self.ctx)
-        name, log_ids = self.ingest.write(key, ip, method, [orjson.dumps(postback)])
+        entry = (self.ingest.partition(key, postback), orjson.dumps(postback))
+        name, log_ids = self.ingest.write(key, ip, method, [entry])
+        if log_ids[0] is None:  # the one partition's write failed: nothing written
+            raise falcon.HTTPServiceUnavailable(
+                description="storage unavailable, retry later", retry_after=5
+            )
         metrics.count_received(name, postback["status"])
         resp.data = accepted_body(log_ids[0])
 
@@ -213,9 +217,13 @@ class PostbackResource:
 class BatchResource:
     """``POST /postback/{key}/batch``: a JSON array or NDJSON of up to 10,000 postbacks.
 
-    Items are validated one by one; the valid ones go to Redis in one script call, so
-    they are all accepted or, if Redis fails, none is. Errors of single items are
-    answered in ``results``; a bad key or IP refuses the whole batch (404/403).
+    Items are validated one by one; the valid ones go to Redis in one pipeline of one
+    script call per partition they touch (each call all or nothing). If Redis fails
+    before any went in, the answer is 503; if one partition's call fails while others
+    went in (a cluster node lost mid-batch), its items answer an error saying to send
+    them again (a resent postback is a duplicate by its conversion identity, never a
+    second credit). Errors of single items are answered in ``results``; a bad key or IP
+    refuses the whole batch (404/403).
     """
 
     def __init__(self, ctx: EdgeContext) -> None:
@@ -233,7 +241,7 @@ class BatchResource:
             raise _refuse(exc) from None
 
         results: list[dict] = []
-        entries: list[bytes] = []
+        entries: list[tuple[int, bytes]] = []
         statuses: Counter[str] = Counter()
         waiting: list[dict] = []  # results that get their log_id after the write
         for index, item in enumerate(items):
@@ -245,21 +253,29 @@ class BatchResource:
             result = {"index": index, "log_id": ""}
             results.append(result)
             waiting.append(result)
-            entries.append(orjson.dumps(postback))
-            statuses[postback["status"]] += 1
+            entries.append((self.ingest.partition(key, postback), orjson.dumps(postback)))
+            result["status"] = postback["status"]  # taken out again below
 
         name, log_ids = self.ingest.write(key, caller_ip(req, self.ctx), "BATCH", entries)
+        accepted = 0
         for result, log_id in zip(waiting, log_ids, strict=True):
-            result["log_id"] = log_id
+            status = result.pop("status")
+            if log_id is None:  # its partition's write failed (others went in): resend it
+                del result["log_id"]
+                result["error"] = "storage unavailable for this item, send it again"
+            else:
+                result["log_id"] = log_id
+                statuses[status] += 1
+                accepted += 1
         for status, count in statuses.items():
             metrics.count_received(name, status, count)
-        rejected = len(results) - len(entries)
+        rejected = len(results) - accepted
         if rejected:
             metrics.count_refused("invalid", rejected)
         resp.data = orjson.dumps(
             {
                 "status": "success",
-                "accepted": len(entries),
+                "accepted": accepted,
                 "rejected": rejected,
                 "results": results,
             }

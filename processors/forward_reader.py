@@ -14,7 +14,6 @@ import time
 from collections import defaultdict
 
 import redis
-from redis.exceptions import NoScriptError
 
 from core import delivery
 from core.config import Settings
@@ -53,55 +52,64 @@ class ForwardReader:
         self._own_cursor: dict[int, str] = {n: "0" for n in keys.all_partitions()}
         self._claim_cursor: dict[int, str] = {n: "0-0" for n in keys.all_partitions()}
         self._next_claim = 0.0
+        self._turn = 0
         self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
 
     def poll(self, room: int, block_ms: int | None) -> tuple[int, list[Held]]:
         """One round trip: move due retries, read the config version, read jobs if there is room.
 
-        Returns the config version and the jobs read (at most ``room``). Blocks up to
-        ``block_ms`` (None: not at all) for new jobs, never while own pending ones remain.
+        Each partition is read with its own XREADGROUP (one stream, one slot). Returns the
+        config version and the jobs read (at most ``room``). When nothing came and
+        ``block_ms`` is given, blocks on one partition (in turn) for a share of it; never
+        while own pending entries remain.
         """
-        own = {n: c for n, c in self._own_cursor.items() if c != ">"}
+        partitions = self.partitions()
         now = int(time.time() * 1000)
-        pipe = self.r.pipeline(transaction=False)
-        for n in self.keys.all_partitions():
-            keys = [self.keys.retry_queue(n), self.keys.forward_stream(n)]
-            # by SHA in the read pipeline; NOSCRIPT loads every script (below)
-            pipe.evalsha(self.scripts.sha("retry_due"), len(keys), *keys, now, RETRY_MOVE_LIMIT)
-        pipe.get(self.keys.config_version())
-        if room > 0:
-            streams = (
-                {self.keys.forward_stream(n): c for n, c in own.items()}
-                if own
-                else {self.keys.forward_stream(n): ">" for n in self.keys.all_partitions()}
-            )
-            block = None if own else block_ms or None
-            pipe.xreadgroup(FORWARDER_GROUP, self.consumer, streams, count=room, block=block)
-        replies = pipe.execute(raise_on_error=False)
+        calls = [
+            ([self.keys.retry_queue(n), self.keys.forward_stream(n)], [now, RETRY_MOVE_LIMIT])
+            for n in partitions
+        ]
+        extra: list[tuple] = [("GET", self.keys.config_version())]
+        reading = partitions if room > 0 else []
+        per_partition = max(1, -(-room // max(len(reading), 1)))
+        for n in reading:
+            extra.append(self._read_command(n, self._own_cursor.get(n, "0"), per_partition))
+        replies = self.scripts.run_many(self.r, "retry_due", calls, extra=extra)
         for reply in replies:
-            if isinstance(reply, NoScriptError):  # Redis restarted: load, move next step
-                self.scripts.load_all(self.r)
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 raise reply
-        version = int(replies[self.keys.partitions] or 0)
-        if room <= 0:
-            return version, []
-        got = {self._partition_of(stream): entries for stream, entries in replies[-1] or []}
+        version = int(replies[len(calls)] or 0)
+        got = {
+            n: _entries(reply) for n, reply in zip(reading, replies[len(calls) + 1 :], strict=True)
+        }
+        if (
+            reading
+            and block_ms
+            and not any(got.values())
+            and all(self._own_cursor.get(n) == ">" for n in reading)
+        ):
+            n = reading[self._turn % len(reading)]
+            self._turn += 1
+            block = max(block_ms // len(reading), 10)
+            reply = self.r.execute_command(*self._read_command(n, ">", room, block=block))
+            got[n] = _entries(reply)
         held = []
         for n, entries in got.items():
             held.extend(self._hold(n, entries))
-        for n in own:  # an empty answer: this partition's own pending entries are done
-            if got.get(n):
-                self._own_cursor[n] = got[n][-1][0]
-            else:
-                self._own_cursor[n] = ">"
+            if self._own_cursor.get(n, "0") != ">":
+                # An empty answer: this partition's own pending entries are done.
+                self._own_cursor[n] = entries[-1][0] if entries else ">"
         return version, held
 
-    def _partition_of(self, stream: str) -> int:
-        for n in self.keys.all_partitions():
-            if self.keys.forward_stream(n) == stream:
-                return n
-        raise ValueError(f"not a forward stream: {stream}")
+    def partitions(self) -> list[int]:
+        """The partitions this reader works (all, unless leases say otherwise)."""
+        return list(self.keys.all_partitions())
+
+    def _read_command(self, n: int, cursor: str, count: int, block: int | None = None) -> tuple:
+        head = ("XREADGROUP", "GROUP", FORWARDER_GROUP, self.consumer, "COUNT", count)
+        if block is not None:
+            head += ("BLOCK", block)
+        return (*head, "STREAMS", self.keys.forward_stream(n), cursor)
 
     def _hold(self, n: int, entries) -> list[Held]:
         now = time.monotonic()
@@ -164,3 +172,12 @@ class ForwardReader:
             self.r.xclaim(
                 self.keys.forward_stream(n), FORWARDER_GROUP, self.consumer, 0, ids, justid=True
             )
+
+
+def _entries(reply) -> list:
+    """The entries of a one-stream XREADGROUP reply (None or [[stream, entries]])."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3
+        return next(iter(reply.values()))[0] if reply else []
+    return reply[0][1]

@@ -32,7 +32,6 @@ import redis
 from core.config import Settings
 from processors.matcher_plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
 from storage.keys import MATCHER_GROUP, Keys
-from storage.pipes import RawPipe, ScriptPipe
 from storage.repositories import Store
 from storage.scripts import Scripts, default_scripts
 
@@ -91,8 +90,7 @@ class Matcher:
         self.scripts = scripts or default_scripts()
         self.planner = Planner(self.keys, settings.fallback_window_s)
         self.outcomes: Counter[str] = Counter()
-        self._pipe = ScriptPipe(client, self.scripts, "match")
-        self._reads = RawPipe(client)
+        self._pipe = self.scripts.pipe(client, "match")
         self._inflight: deque[tuple] = deque()  # batches sent, replies not read yet
         self.restart()
 
@@ -237,7 +235,7 @@ class Matcher:
             ("ZREVRANGEBYSCORE", keys.offer_clicks(offer_id), at, at - window_ms, "LIMIT", 0, 1)
             for offer_id, at in wanted
         ]
-        replies = self._reads.execute(commands)
+        replies = self._execute(commands)
         version = int(replies[0] or 0)
         planner = self.planner
         if planner.catalog is None or planner.catalog.version != version:
@@ -249,11 +247,18 @@ class Matcher:
         if wanted:
             latest = [ids[0] if ids else None for ids in replies[1 + len(ordered) :]]
             found = iter(
-                self._reads.execute([("HMGET", keys.click(c), *CLICK_FIELDS) for c in latest if c])
+                self._execute([("HMGET", keys.click(c), *CLICK_FIELDS) for c in latest if c])
             )
             for key, click_id in zip(wanted, latest, strict=True):
                 clicks[("offer", *key)] = click_from(next(found)) if click_id else None
         return clicks
+
+    def _execute(self, commands: list) -> list:
+        """One pipelined round trip (per node) of plain commands; raises the first error."""
+        pipe = self.r.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
 
     # -- failures ----------------------------------------------------------------------
     def _fail(self, n: int, live: dict, failures: dict[str, str]) -> None:
