@@ -185,6 +185,8 @@ def _click_add(store: Store, args) -> tuple[dict, str]:
 
 def _user_show(store: Store, args) -> tuple[dict, str]:
     user = store.user(args.user_id)
+    if user["held"] != "0.00":
+        return user, f"{user['points']} (held: {user['held']})"
     return user, user["points"]
 
 
