@@ -48,8 +48,9 @@ PAYLOAD_FIELDS = frozenset(
 _MAX_NAME = 128
 
 
-def parse_pairs(option: str, pairs: Iterable[str]) -> dict[str, str]:
+def parse_pairs(option: str, pairs: Iterable[str], *, removing: bool = False) -> dict[str, str]:
     """``["FIELD=NAME", ...]`` from the command line as a dict; a repeat is refused.
+    With ``removing``, ``FIELD=`` is kept as ``{"FIELD": ""}`` (see :func:`merge_pairs`).
 
     >>> parse_pairs("param", ["click_id=aff_sub"])
     {'click_id': 'aff_sub'}
@@ -58,11 +59,26 @@ def parse_pairs(option: str, pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         left, sep, right = pair.partition("=")
         left, right = left.strip(), right.strip()
-        if not sep or not left or not right:
+        if not sep or not left or not (right or removing):
             raise ValidationError(option, f"{pair!r} must look like NAME=VALUE")
         if left in out:
             raise ValidationError(option, f"{left!r} given twice ({out[left]!r} and {right!r})")
         out[left] = right
+    return out
+
+
+def merge_pairs(current: Mapping[str, str], changes: Mapping[str, str]) -> dict[str, str]:
+    """``current`` with ``changes`` applied: a value sets an entry, "" removes it.
+
+    >>> merge_pairs({"click_id": "a", "payout": "sum"}, {"click_id": "b", "payout": ""})
+    {'click_id': 'b'}
+    """
+    out = dict(current)
+    for name, value in changes.items():
+        if value:
+            out[name] = value
+        else:
+            out.pop(name, None)
     return out
 
 
@@ -111,9 +127,7 @@ def _status_key(value: object) -> str | None:
 
 
 def _bad_status(status: str) -> ValidationError:
-    return ValidationError(
-        "status_map", f"status {status!r} is not one of {', '.join(STATUSES)}"
-    )
+    return ValidationError("status_map", f"status {status!r} is not one of {', '.join(STATUSES)}")
 
 
 @dataclass(frozen=True)

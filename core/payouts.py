@@ -63,7 +63,6 @@ class PayoutRule:
             return self.fixed_cents
         return partner_share_cents(upstream_cents, self.scaled_percent)
 
-
     @classmethod
     def from_model(cls, model: dict[str, str]) -> PayoutRule:
         """A rule from an offer goal's model, ``{"revshare": "50"}`` or ``{"fixed": "1.00"}``."""

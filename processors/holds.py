@@ -15,9 +15,8 @@ twice: the script credits only what is still in the set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import logging
+from collections.abc import Iterable
 
 import redis
 

@@ -260,7 +260,9 @@ class Planner:
         """
         upstream = upstream_cents(str(params.get("payout") or "0"))
         known = click is not None and offer is not None
-        payout = offer.payouts.rule(params.get("goal")).partner_cents(upstream) if known else upstream
+        payout = (
+            offer.payouts.rule(params.get("goal")).partner_cents(upstream) if known else upstream
+        )
         click = click or {}
         payload = build_payload(
             click_id=click.get("click_id") or params.get("click_id", ""), status="test",
