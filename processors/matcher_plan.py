@@ -28,6 +28,9 @@ from storage.keys import Keys
 from storage.repositories import Store
 
 DAY_MS = 86_400_000
+#: Fixed arguments of one entry's ``match.lua`` segment, before its recipients (the
+#: script's ``SEG``; tests hold the two to each other). The last, +28, is the hold ms.
+SEGMENT_LENGTH = 29
 #: Effect flags of plain steps (see core.transitions.Effect.spec).
 NO_ACTION = chr(64)
 FORWARD_ONLY = chr(64 + FLAG_BITS["forward"])
