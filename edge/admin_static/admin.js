@@ -258,6 +258,7 @@ function tabButtons() {
 }
 
 function selectTab(name, { focus = true } = {}) {
+  if (name !== state.tab) say("");
   state.tab = name;
   for (const button of tabButtons()) {
     const selected = button.dataset.tab === name;
@@ -493,30 +494,34 @@ function chart(group, samples, now) {
   const width = 300;
   const height = 64;
   const points = samples.filter((s) => s.g && s.g[group]);
+  // The span grows from one minute to the whole window as samples come in.
+  const first = points.length ? points[0].t : now;
+  const span = Math.min(LAG_WINDOW_MS, Math.max(60 * 1000, now - first));
   const top = Math.max(1, ...points.map((s) => Math.max(s.g[group][0], s.g[group][1])));
-  const x = (t) => ((t - (now - LAG_WINDOW_MS)) / LAG_WINDOW_MS) * (width - 2) + 1;
-  const y = (v) => height - 2 - (v / top) * (height - 6);
+  const x = (t) => ((t - (now - span)) / span) * (width - 4) + 2;
+  const y = (v) => height - 3 - (v / top) * (height - 8);
   const last = points.length ? points[points.length - 1].g[group] : [0, 0];
   const drawing = svg("svg", {
     viewBox: "0 0 " + width + " " + height,
-    width: "100%",
-    height: height,
+    preserveAspectRatio: "none",
     role: "img",
-    "aria-label": group + ": lag " + last[0] + ", pending " + last[1] + "; peak " + top + " over the last 10 minutes",
+    "aria-label": group + ": lag " + last[0] + ", pending " + last[1] + "; peak " + top +
+      " over the last " + Math.round(span / 60000) + " min",
   });
-  drawing.append(svg("line", { x1: 0, y1: height - 2, x2: width, y2: height - 2, class: "axis" }));
+  drawing.append(svg("line", { x1: 0, y1: height - 3, x2: width, y2: height - 3, class: "axis" }));
   for (const [index, cls] of [[1, "pending"], [0, "lag"]]) {
-    const line = points.map((s) => x(s.t).toFixed(1) + "," + y(s.g[group][index]).toFixed(1)).join(" ");
     if (points.length === 1) {
       drawing.append(svg("circle", { cx: x(points[0].t), cy: y(last[index]), r: 2.5, class: "dot " + cls }));
     } else if (points.length > 1) {
-      drawing.append(svg("polyline", { points: line, class: "series " + cls }));
+      const line = points.map((s) => x(s.t).toFixed(1) + "," + y(s.g[group][index]).toFixed(1)).join(" ");
+      drawing.append(svg("polyline", { points: line, class: "series " + cls, "vector-effect": "non-scaling-stroke" }));
     }
   }
-  const peak = svg("text", { x: 4, y: 11, class: "peak" });
-  peak.textContent = "max " + top;
-  drawing.append(peak);
-  return drawing;
+  return el("div", { className: "chart-body" },
+    el("div", { className: "chart-top muted small" }, "max " + top),
+    drawing,
+    el("div", { className: "chart-axis muted small" },
+      el("span", {}, "−" + Math.round(span / 60000) + " min"), el("span", {}, "now")));
 }
 
 function renderLagFacts(report, groups) {
@@ -690,11 +695,27 @@ async function story(logId) {
   }
 }
 
+// One line per partner and event: did it get there, and what did it answer?
+function summarySection(deliveries) {
+  if (!deliveries.length) return section("Forwarded to", el("p", { className: "muted" }, "No partner was sent this postback (yet)."));
+  const latest = new Map();
+  for (const d of deliveries) latest.set(d.partner_id + " " + ((d.payload || {}).status || ""), d);
+  const items = [];
+  for (const d of latest.values()) {
+    items.push(el("li", {},
+      el("strong", {}, d.partner_id + (d.partner_name && d.partner_name !== d.partner_id ? " (" + d.partner_name + ")" : "")),
+      " ", badge(d.result || (d.success ? "delivered" : "failed"), resultKind(d)),
+      " " + show((d.payload || {}).status) + " · HTTP " + show(d.status_code) + " · attempt " + show(d.attempt) + " · ",
+      timeCell(d.time_ms)));
+  }
+  return section("Forwarded to", el("ul", { className: "summary plain" }, items));
+}
+
 async function openPostback(logId, row) {
   const body = openDialog("Postback " + logId);
   try {
     const data = (await story(logId)) || { postback: row || null, conversion: null, deliveries: [] };
-    body.replaceChildren(...postbackSections(data.postback), conversionSection(data.conversion), deliveriesSection("Deliveries", data.deliveries));
+    body.replaceChildren(summarySection(data.deliveries), ...postbackSections(data.postback), conversionSection(data.conversion), deliveriesSection("Deliveries", data.deliveries));
   } catch (error) {
     failed(error, body);
   }
@@ -755,7 +776,7 @@ async function find(event) {
   const body = openDialog("Conversion " + wanted);
   try {
     const data = await api("/api/admin/conversions/" + encodeURIComponent(wanted) + "/deliveries");
-    body.replaceChildren(conversionSection(data.conversion), deliveriesSection("Deliveries", data.deliveries));
+    body.replaceChildren(summarySection(data.deliveries), conversionSection(data.conversion), deliveriesSection("Deliveries", data.deliveries));
   } catch (error) {
     failed(error, body);
   }
