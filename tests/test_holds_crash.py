@@ -82,6 +82,8 @@ def test_sigkilled_matchers_credit_every_held_reward_exactly_once(
             what="no pending entries",
         )
         for worker in workers:
+            # a matcher started just now may not handle SIGTERM yet: wait until it serves
+            wait_for(lambda w=worker: "serving" in w.log(), what="the matcher to start")
             assert worker.stop() == 0, worker.log()
     finally:
         for worker in workers:
