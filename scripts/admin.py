@@ -182,11 +182,18 @@ def _source_add(store: Store, args) -> tuple[dict, str]:
             key=args.key,
             allow_ip=args.allow_ip,
             secret=args.secret,
-            params=parse_pairs("param", args.param),
-            status_map=parse_pairs("status_map", args.status_map),
+            **_dialect_of(args),
         )
     )
     return source.public(), source.key
+
+
+def _dialect_of(args) -> dict:
+    """``params`` and ``status_map`` from ``--param`` and ``--status-map``."""
+    return {
+        "params": parse_pairs("param", args.param),
+        "status_map": parse_pairs("status_map", args.status_map),
+    }
 
 
 def _source_set(store: Store, args) -> tuple[dict, str]:
@@ -254,8 +261,7 @@ def _partner_add(store: Store, args) -> tuple[dict, str]:
             name=args.name,
             email=args.email,
             allow_private=args.allow_private,
-            params=parse_pairs("param", args.param),
-            status_map=parse_pairs("status_map", args.status_map),
+            **_dialect_of(args),
         )
     )
     return partner.public(), f"partner {partner.partner_id} created"

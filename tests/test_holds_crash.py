@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 
-import orjson
 import pytest
 
 from core.entities import Click, Offer
 from core.payouts import PayoutRule
 from processors.matcher import GROUP
 from tests.test_matcher import SOURCE, add_partner
+from tests.test_matcher_crash import queue_approval
 from tests.test_matcher_worker import Worker, wait_for
 
 POSTBACKS = 3000
@@ -40,19 +40,7 @@ def test_sigkilled_matchers_credit_every_held_reward_exactly_once(
         offer_id = f"H{HOLDS_S[i % len(HOLDS_S)]}"
         user = f"user-{i % USERS}"
         click = Click(f"CLK-{i}", offer_id, "PUB", user, created=created)
-        pipe.hset(keys.click(click.click_id), mapping=click.to_redis())
-        cents = 1 + (i * 7919) % 10_000
-        params = {
-            "click_id": click.click_id,
-            "status": "approved",
-            "payout": f"{cents // 100}.{cents % 100:02d}",
-            "transaction_id": f"TXN-{i}",
-            "custom": {},
-        }
-        pipe.xadd(
-            stream,
-            {"source": SOURCE, "method": "GET", "ip": "1.2.3.4", "params": orjson.dumps(params)},
-        )
+        cents = queue_approval(pipe, keys, stream, i, click)
         expected[f"TXN-{i}"] = rule.partner_cents(cents)
         expected_user[user] = expected_user.get(user, 0) + rule.partner_cents(cents)
     pipe.execute()

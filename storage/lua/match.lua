@@ -359,25 +359,21 @@ for i = 1, k do
 end
 
 -- Once per chunk: balances, the index, counters, and the entries' removal.
-if n_acked > 0 then
+-- Writes the touched users' values of a ledger (points or held) in one HSET.
+local function write_ledger(ledger, values, changed)
   local sums, n = {}, 0
   for _, user in ipairs(users) do
-    if touched[user] then
-      sums[n + 1], sums[n + 2], n = user, format("%d", balances[user]), n + 2
+    if changed[user] then
+      sums[n + 1], sums[n + 2], n = user, format("%d", values[user]), n + 2
     end
   end
   if n > 0 then
-    call("HSET", points, unpack(sums, 1, n))
+    call("HSET", ledger, unpack(sums, 1, n))
   end
-  sums, n = {}, 0
-  for _, user in ipairs(users) do
-    if held_touched[user] then
-      sums[n + 1], sums[n + 2], n = user, format("%d", held_of[user]), n + 2
-    end
-  end
-  if n > 0 then
-    call("HSET", held, unpack(sums, 1, n))
-  end
+end
+if n_acked > 0 then
+  write_ledger(points, balances, touched)
+  write_ledger(held, held_of, held_touched)
   if n_created > 0 then
     call("ZADD", index, unpack(created, 1, n_created))
   end
