@@ -1,20 +1,31 @@
 """``/postback/{key}`` and ``/postback/{key}/batch``: take postbacks in (SPEC §3).
 
-A postback is validated in-process (``core.postback``), then one EVALSHA of
-``ingest.lua`` checks the source key and the caller's IP and appends the entry to the
-input stream of its partition (from its conversion identity, ``storage.keys``). The answer is sent only after that write succeeded; its stream
-entry ID is the ``log_id``.
+A postback is read in the source's dialect (aliases, status map: ``core.dialects``) and
+validated in-process (``core.postback``), then one EVALSHA of ``ingest.lua`` checks the
+source key, the caller's IP and that the cached dialect is the stored one, and appends
+the entry to the input stream of its partition (from its conversion identity,
+``storage.keys``). The answer is sent only after that write succeeded; its stream entry
+ID is the ``log_id`` (unique across partitions, see ``ingest.lua``).
+
+Each edge process caches every source's allow-list and dialect; the script compares
+them with Redis's and answers "stale" (writing nothing) when they differ, so a change
+takes effect on the next postback, on every process, at no extra round trip. A postback
+that fails validation under the cached dialect costs one key check (a script call
+with no entries) to make sure the dialect it was read in is current.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 import falcon
 import orjson
+import redis
 
 from core.conversions import routing_identity
+from core.dialects import SourceDialect
 from core.postback import (
     MAX_BATCH_BODY,
     MAX_SINGLE_BODY,
@@ -60,42 +71,58 @@ class Ingest:
         return self.ctx.keys.partition_of(routing_identity(key, postback))
 
     def write(
-        self, key: str, ip: str, method: str, postbacks: list[tuple[int, bytes]]
+        self,
+        key: str,
+        ip: str,
+        method: str,
+        prepare: Callable[[SourceDialect], list[tuple[int, bytes]]],
     ) -> tuple[str, list[str | None]]:
-        """Append ``postbacks`` ((partition, params JSON) pairs) for source ``key``.
+        """Append the entries ``prepare`` makes ((partition, params JSON) pairs, given the
+        source's dialect) for source ``key``.
 
-        Returns (source name, a log_id per postback, None where its partition's write
-        failed while others went in). Raises 404 for an unknown or inactive key, 403 for
-        an IP outside the allow-list, and lets Redis errors through (503) when nothing
-        at all was written.
+        Returns (source name, a log_id per entry, None where its partition's write failed
+        while others went in). Raises 404 for an unknown or inactive key, 403 for an IP
+        outside the allow-list, the PostbackError of ``prepare`` once the dialect it read
+        in is known current, and Redis errors (503) when nothing at all was written.
         """
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
             metrics.count_refused("unknown_key")
             raise falcon.HTTPNotFound(description=_INVALID_KEY)
-        by_partition: dict[int, list[int]] = {}
-        for index, (n, _) in enumerate(postbacks):
-            by_partition.setdefault(n, []).append(index)
-        if not by_partition:  # an empty batch: a key check only
-            by_partition[0] = []
-        log_ids: list[str | None] = [None] * len(postbacks)
+        entries: list[tuple[int, bytes]] = []
+        log_ids: list[str | None] = []
         outcomes: dict[int, str] = {}
-        name = ""
+        name, todo = "", None
         try:
-            if not ctx.groups_ready:
-                ctx.ensure_groups()
-            # The cached allow-list may be stale; the script then answers with the stored
-            # one and writes nothing. A second retry covers a change racing the first.
-            todo = list(by_partition)
+            # The cached allow-list or dialect may be stale; the script then answers with
+            # the stored ones and writes nothing. A second retry covers a change racing
+            # the first.
             for _ in range(3):
                 allow = ctx.allow_cache.get(key, "")
+                dialect_text, dialect = ctx.dialect_cache.get(key, _NO_DIALECT)
                 allowed = "1" if ip_allowed(ip, allow) else "0"
-                head = (key, allow, allowed, method, ip)
+                head = (key, allow, allowed, method, ip, dialect_text)
+                if todo is None:  # nothing written yet: (re)read in the cached dialect
+                    try:
+                        entries = prepare(dialect)
+                    except PostbackError:
+                        if self._still_current(key, head):
+                            raise
+                        continue
+                    log_ids = [None] * len(entries)
+                    by_partition: dict[int, list[int]] = {}
+                    for index, (n, _) in enumerate(entries):
+                        by_partition.setdefault(n, []).append(index)
+                    if not by_partition:  # an empty batch: a key check only
+                        by_partition[0] = []
+                    todo = list(by_partition)
+                if not ctx.groups_ready:
+                    ctx.ensure_groups()
                 parts = ctx.keys.partitions
                 calls = [
                     (
                         (ctx.keys.source_copy(n, key), ctx.keys.input_stream(n)),
-                        (*head, f"{n} {parts}", *(postbacks[i][1] for i in by_partition[n])),
+                        (*head, f"{n} {parts}", *(entries[i][1] for i in by_partition[n])),
                     )
                     for n in todo
                 ]
@@ -114,15 +141,14 @@ class Ingest:
                             log_ids[i] = log_id
                     elif reply[0] == "stale":
                         stale.append(n)
-                        if reply[1]:
-                            ctx.allow_cache[key] = reply[1]
-                        else:
-                            ctx.allow_cache.pop(key, None)
-                    else:
-                        name = name or (reply[1] if len(reply) > 1 else "")
-                todo = stale
-                if not todo:
+                        self._refresh(key, reply[1], reply[2])
+                    elif reply[0] == "forbidden":
+                        name = name or reply[1]
+                if not stale:
                     break
+                # Only partitions that wrote nothing go again; when none wrote, the whole
+                # request is read again in the refreshed dialect.
+                todo = stale if "ok" in outcomes.values() else None
         except UNAVAILABLE:
             metrics.count_refused("unavailable")
             raise
@@ -139,6 +165,35 @@ class Ingest:
         raise falcon.HTTPServiceUnavailable(
             description="source settings changing, retry later", retry_after=1
         )
+
+    def _refresh(self, key: str, allow: str, dialect_text: str) -> None:
+        ctx = self.ctx
+        if allow:
+            ctx.allow_cache[key] = allow
+        else:
+            ctx.allow_cache.pop(key, None)
+        if dialect_text:
+            ctx.dialect_cache[key] = (dialect_text, SourceDialect.from_json(dialect_text))
+        else:
+            ctx.dialect_cache.pop(key, None)
+
+    def _still_current(self, key: str, head: tuple) -> bool:
+        """After a postback failed validation: True unless the source's allow-list or
+        dialect changed since cached (the cache is refreshed then, to read it again).
+        Any other answer, or none (Redis down), leaves the validation error standing."""
+        ctx = self.ctx
+        redis_keys = (ctx.keys.source_copy(0, key), ctx.keys.input_stream(0))
+        try:
+            reply = ctx.scripts.run(ctx.redis, "ingest", redis_keys, head)
+        except (*UNAVAILABLE, redis.RedisError):
+            return True
+        if reply[0] != "stale":
+            return True
+        self._refresh(head[0], reply[1], reply[2])
+        return False
+
+
+_NO_DIALECT = ("", SourceDialect())
 
 
 def caller_ip(req: falcon.Request, ctx: EdgeContext) -> str:
@@ -199,14 +254,19 @@ class PostbackResource:
         self._accept(req, resp, key, "POST", params)
 
     def _accept(self, req, resp, key: str, method: str, params: dict) -> None:
+        postback: dict = {}
+
+        def prepare(dialect: SourceDialect) -> list[tuple[int, bytes]]:
+            nonlocal postback
+            postback = validate(dialect.apply(params) if dialect else params)
+            return [(self.ingest.partition(key, postback), orjson.dumps(postback))]
+
+        ip = caller_ip(req, self.ctx)
         try:
-            postback = validate(params)
+            name, log_ids = self.ingest.write(key, ip, method, prepare)
         except PostbackError as exc:
             raise _refuse(exc) from None
-        ip = caller_ip(req, self.ctx)
-        entry = (self.ingest.partition(key, postback), orjson.dumps(postback))
-        name, log_ids = self.ingest.write(key, ip, method, [entry])
-        if log_ids[0] is None:  # the one partition's write failed: nothing written
+        if log_ids[0] is None:  # its one partition's write failed: nothing written
             raise falcon.HTTPServiceUnavailable(
                 description="storage unavailable, retry later", retry_after=5
             )
@@ -242,40 +302,45 @@ class BatchResource:
 
         results: list[dict] = []
         entries: list[tuple[int, bytes]] = []
-        statuses: Counter[str] = Counter()
+        statuses: list[str] = []  # of the entries, in order
         waiting: list[dict] = []  # results that get their log_id after the write
-        for index, item in enumerate(items):
-            try:
-                postback = validate_item(item)
-            except PostbackError as exc:
-                results.append({"index": index, "error": exc.message})
-                continue
-            result = {"index": index, "log_id": ""}
-            results.append(result)
-            waiting.append(result)
-            entries.append((self.ingest.partition(key, postback), orjson.dumps(postback)))
-            result["status"] = postback["status"]  # taken out again below
 
-        name, log_ids = self.ingest.write(key, caller_ip(req, self.ctx), "BATCH", entries)
-        accepted = 0
-        for result, log_id in zip(waiting, log_ids, strict=True):
-            status = result.pop("status")
+        def prepare(dialect: SourceDialect) -> list[tuple[int, bytes]]:
+            # Read again from scratch when the script found the cached dialect stale.
+            results.clear(), entries.clear(), statuses.clear(), waiting.clear()
+            for index, item in enumerate(items):
+                try:
+                    if dialect and isinstance(item, dict):
+                        item = dialect.apply(item)
+                    postback = validate_item(item)
+                except PostbackError as exc:
+                    results.append({"index": index, "error": exc.message})
+                    continue
+                result = {"index": index, "log_id": ""}
+                results.append(result)
+                waiting.append(result)
+                entries.append((self.ingest.partition(key, postback), orjson.dumps(postback)))
+                statuses.append(postback["status"])
+            return entries
+
+        name, log_ids = self.ingest.write(key, caller_ip(req, self.ctx), "BATCH", prepare)
+        accepted: Counter[str] = Counter()
+        for result, log_id, status in zip(waiting, log_ids, statuses, strict=True):
             if log_id is None:  # its partition's write failed (others went in): resend it
                 del result["log_id"]
                 result["error"] = "storage unavailable for this item, send it again"
             else:
                 result["log_id"] = log_id
-                statuses[status] += 1
-                accepted += 1
-        for status, count in statuses.items():
+                accepted[status] += 1
+        for status, count in accepted.items():
             metrics.count_received(name, status, count)
-        rejected = len(results) - accepted
+        rejected = len(results) - accepted.total()
         if rejected:
             metrics.count_refused("invalid", rejected)
         resp.data = orjson.dumps(
             {
                 "status": "success",
-                "accepted": accepted,
+                "accepted": accepted.total(),
                 "rejected": rejected,
                 "results": results,
             }

@@ -11,8 +11,10 @@
 -- ARGV[3]  "1" if the caller IP is inside that cached allow-list, else "0"
 -- ARGV[4]  method: GET | POST | BATCH
 -- ARGV[5]  caller IP
--- ARGV[6]  "<n> <P>": this partition's number and the partition count
--- ARGV[7..] one params JSON per postback (zero for an empty batch: a key check only)
+-- ARGV[6]  the dialect (aliases and status map, JSON; "" = none) the edge's cache holds
+--          for this source, with which it read the postbacks below
+-- ARGV[7]  "<n> <P>": this partition's number and the partition count
+-- ARGV[8..] one params JSON per postback (zero for an empty batch: a key check only)
 --
 -- Entry IDs are the log_ids answered to callers, so they must not repeat across
 -- partitions: each is <ms>-<seq> with seq % P == n (the next such ID after the stream's
@@ -20,8 +22,9 @@
 --
 -- Returns one of
 --   {"unknown"}                 no such source, or inactive        -> 404
---   {"stale", allow}            the cached allow-list is out of date: nothing written;
---                               the edge refreshes its cache with ``allow`` and retries
+--   {"stale", allow, dialect}   the cached allow-list or dialect is out of date: nothing
+--                               written; the edge refreshes its cache with both, reads
+--                               the postbacks again and retries
 --   {"forbidden", name}         caller IP not allowed                -> 403
 --   {"ok", name, id1, id2, ...} every postback appended, ids in ARGV order (the log_ids)
 --
@@ -30,13 +33,13 @@
 -- written whole or not at all. The stream is never trimmed here: the matcher deletes
 -- what it has processed, and nothing accepted may be lost.
 
-local source = redis.call('HMGET', KEYS[1], 'active', 'allow', 'name')
+local source = redis.call('HMGET', KEYS[1], 'active', 'allow', 'name', 'dialect')
 if source[1] ~= '1' then
     return {'unknown'}
 end
-local allow = source[2] or ''
-if allow ~= ARGV[2] then
-    return {'stale', allow}
+local allow, dialect = source[2] or '', source[4] or ''
+if allow ~= ARGV[2] or dialect ~= ARGV[6] then
+    return {'stale', allow, dialect}
 end
 local name = source[3] or ''
 if ARGV[3] ~= '1' then
@@ -44,10 +47,10 @@ if ARGV[3] ~= '1' then
 end
 
 local reply = {'ok', name}
-if #ARGV < 7 then
+if #ARGV < 8 then
     return reply
 end
-local part, parts = string.match(ARGV[6], '^(%d+) (%d+)$')
+local part, parts = string.match(ARGV[7], '^(%d+) (%d+)$')
 part, parts = tonumber(part), tonumber(parts)
 if not part or parts < 1 or part >= parts then
     return redis.error_reply('ingest: malformed partition argument')
@@ -67,10 +70,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
         end
     end
 end
-for i = 7, #ARGV do
+for i = 8, #ARGV do
     -- the next seq after the last one with seq % parts == part
-    local next_seq = seq + 1 + ((part - (seq + 1)) % parts)
-    seq = next_seq
+    seq = seq + 1 + ((part - (seq + 1)) % parts)
     reply[#reply + 1] = redis.call(
         'XADD', KEYS[2], string.format('%d-%d', ms, seq),
         'source', ARGV[1], 'method', ARGV[4], 'ip', ARGV[5], 'params', ARGV[i])
