@@ -46,6 +46,8 @@ class Settings:
     block_ms: int = 2000
     max_deliveries: int = 5
     fallback_window_s: int = 3600
+    #: Where edge workers keep their metrics (prometheus_client's multiprocess mode).
+    metrics_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +169,7 @@ _VARIABLES = {
     "POSTBACK_BLOCK_MS": ("block_ms", _positive_int),
     "POSTBACK_MAX_DELIVERIES": ("max_deliveries", _positive_int),
     "POSTBACK_FALLBACK_WINDOW": ("fallback_window_s", _positive_int),
+    "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", str),
 }
 
 #: Every variable the system reads, for the README and ``postback --help``.

@@ -70,7 +70,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(settings)  # in a supervisor too: bad settings stop it here, once
     if args.listen_fd is None and count > 1:
         app.ctx.redis.close()
-        return edge_workers.serve(host, port, count, threads)
+        return edge_workers.serve(host, port, count, threads, settings.metrics_dir)
     if args.listen_fd is not None:
         where = {"sockets": [socket.socket(fileno=args.listen_fd)]}
     else:

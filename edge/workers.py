@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -80,8 +82,11 @@ class _Worker:
 class Supervisor:
     """Starts one worker per socket, restarts dead ones, stops them all on request."""
 
-    def __init__(self, sockets: list[socket.socket], threads: int) -> None:
+    def __init__(
+        self, sockets: list[socket.socket], threads: int, env: dict[str, str] | None = None
+    ) -> None:
         self.threads = threads
+        self.env = env
         self.workers = [_Worker(i, sock) for i, sock in enumerate(sockets)]
         self._stop = threading.Event()
 
@@ -89,7 +94,7 @@ class Supervisor:
         fd = worker.sock.fileno()
         argv = [sys.executable, "-m", "scripts.cli", "edge", "--listen-fd", str(fd)]
         argv += ["--threads", str(self.threads)]
-        worker.process = subprocess.Popen(argv, pass_fds=(fd,))
+        worker.process = subprocess.Popen(argv, pass_fds=(fd,), env=self.env)
         worker.started = time.monotonic()
         log.info(
             "edge worker %d/%d started (pid %d)",
@@ -147,14 +152,29 @@ class Supervisor:
         return 0
 
 
-def serve(host: str, port: int, workers: int, threads: int) -> int:
-    """Run ``workers`` edge processes on ``host:port`` until SIGTERM/SIGINT; the exit code."""
+def serve(host: str, port: int, workers: int, threads: int, metrics_dir: str | None) -> int:
+    """Run ``workers`` edge processes on ``host:port`` until SIGTERM/SIGINT; the exit code.
+
+    The workers share their metrics through ``metrics_dir`` or, when None, a directory
+    made for this run and removed at the end.
+    """
     try:
         sockets = listen_sockets(host, port, workers)
     except OSError as exc:
         print(f"postback edge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    supervisor = Supervisor(sockets, threads)
+    own_dir = None
+    if metrics_dir is None:
+        metrics_dir = own_dir = tempfile.mkdtemp(prefix="postback-edge-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    try:
+        return _supervise(Supervisor(sockets, threads, env), sockets, workers, threads)
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _supervise(supervisor: Supervisor, sockets, workers: int, threads: int) -> int:
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
     bound_host, bound_port = sockets[0].getsockname()[:2]

@@ -48,6 +48,14 @@ class Lines:
         pytest.fail(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
 
 
+def _received(metrics_text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("postback_received_total{")
+    )
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -106,6 +114,10 @@ def test_workers_share_the_port_a_dead_one_comes_back_and_sigterm_stops_all(
         # Connections queued for the dead worker's socket wait for its replacement.
         assert all(postback(i).status_code == 200 for i in range(10, 30))
         assert redis_client.xlen(keys.input_stream(0)) == 30
+        # Whichever worker answers a scrape counts every worker's postbacks, the dead one's too.
+        for _ in range(6):
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=15).text
+            assert _received(text) == 30
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
