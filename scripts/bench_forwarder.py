@@ -21,7 +21,6 @@ import asyncio
 import multiprocessing
 import socket
 import sys
-import threading
 import time
 import uuid
 
@@ -33,7 +32,7 @@ from core.config import Settings
 from core.entities import Partner
 from processors.forwarder import Forwarder
 from processors.forwarder_cli import cpu_number, pin_to_cpu
-from scripts.bench_util import Row
+from scripts.bench_util import Row, in_threads
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
 from storage.repositories import Store
@@ -208,27 +207,18 @@ def _yardstick(sink_url: str, path: str, jobs: int, threads: int, method: str) -
         for i in range(jobs)
     ]
     shares = [requests_[i::threads] for i in range(threads)]
-    ready = threading.Barrier(threads + 1)
     failed: list[int] = []
 
-    def work(share: list) -> None:
+    def work(i: int) -> None:
         with requests.Session() as session:
-            ready.wait()
-            for request in share:
+            for request in shares[i]:
                 response = session.request(
                     request.method, request.url, data=request.body, headers=request.headers
                 )
                 if response.status_code != 200:
                     failed.append(response.status_code)
 
-    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
-    for worker in workers:
-        worker.start()
-    ready.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
+    elapsed = in_threads(threads, work)
     if failed:
         raise RuntimeError(f"the sink answered {failed[0]} to the yardstick")
     return jobs / elapsed

@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 
 import orjson
 import redis
@@ -28,6 +26,7 @@ from scripts.bench_util import (
     child,
     env_for,
     free_port,
+    in_threads,
     namespace,
     postback_command,
     wait_for_port,
@@ -122,30 +121,6 @@ def _items(count: int) -> list[dict]:
     ]
 
 
-def _in_threads(clients: int, work) -> float:
-    """Run ``work(i)`` on ``clients`` threads started together; the seconds they took."""
-    ready = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        ready.wait()
-        try:
-            work(i)
-        except BaseException as exc:  # reported after the join
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
-
-
 def batch_row(
     base: Settings, *, requests: int, size: int, clients: int, workers: str, threads: int
 ) -> Row:
@@ -177,7 +152,7 @@ def batch_row(
         with child(argv, env_for(settings)) as proc:
             wait_for_port(port, proc)
             post(0)  # warm up
-            edge_s = _in_threads(clients, post)
+            edge_s = in_threads(clients, post)
 
         def pipeline(i: int) -> None:
             conn = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -191,7 +166,7 @@ def batch_row(
             conn.close()
 
         pipeline(0)  # warm up
-        yard_s = _in_threads(clients, pipeline)
+        yard_s = in_threads(clients, pipeline)
         client.close()
     return Row(
         f"batch ingest, {size}-item requests",

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,4 +103,37 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
-__all__ = ["Row", "child", "env_for", "free_port", "namespace", "postback_command", "wait_for_port"]
+def in_threads(clients: int, work) -> float:
+    """Run ``work(i)`` on ``clients`` threads started together; the seconds they took."""
+    ready = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        ready.wait()
+        try:
+            work(i)
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+__all__ = [
+    "Row",
+    "child",
+    "env_for",
+    "free_port",
+    "in_threads",
+    "namespace",
+    "postback_command",
+    "wait_for_port",
+]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import queue
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -18,34 +15,9 @@ import requests
 from core.config import ConfigError, Settings, usable_cpus
 from core.entities import Source
 from scripts.embedded_redis import free_port
+from tests.output import Output
 
 pytestmark = pytest.mark.slow
-
-
-class Lines:
-    """A child's stderr lines, read on a thread so that waiting for one can time out."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.queue: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.thread = threading.Thread(target=self._pump, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _pump(self, proc: subprocess.Popen) -> None:
-        for line in proc.stderr:
-            self.queue.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if match := re.search(pattern, line):
-                return match
-        pytest.fail(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
 
 
 def _received(metrics_text: str) -> float:
@@ -92,7 +64,7 @@ def test_workers_share_the_port_a_dead_one_comes_back_and_sigterm_stops_all(
     source = store.add_source(Source.build(name="workers"))
     port = free_port()
     proc = _start(settings, "--port", str(port), "--threads", "2", "--workers", "2")
-    lines = Lines(proc)
+    lines = Output(proc, proc.stderr)
     url = f"http://127.0.0.1:{port}/postback/{source.key}"
     try:
         lines.wait_for(rf"postback edge on http://127\.0\.0\.1:{port} \(2 workers")
@@ -126,8 +98,7 @@ def test_workers_share_the_port_a_dead_one_comes_back_and_sigterm_stops_all(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            lines.thread.join(5)  # reads to EOF once every holder of the pipe is gone
-            proc.stderr.close()
+            lines.close()
     assert code == 0
     _until(lambda: all(_gone(pid) for pid in pids))
     with pytest.raises(requests.ConnectionError):
