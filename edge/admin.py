@@ -232,14 +232,19 @@ class User(AdminResource):
 @falcon.before(authorize)
 class Conversion(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, conversion_id: str) -> None:
-        conversion = self.ctx.store.get_conversion(conversion_id)
-        source_key = conversion.pop("source", "")
-        try:
-            conversion["source"] = self.ctx.store.get_source(source_key).name
-        except NotFound:
-            conversion["source"] = ""
-        conversion["source_key"] = logs.mask_key(source_key)
-        resp.media = conversion
+        resp.media = conversion_view(self.ctx, conversion_id)
+
+
+def conversion_view(ctx: EdgeContext, conversion_id: str) -> dict:
+    """A conversion for people: its source by name, the key cut to its last four characters."""
+    conversion = ctx.store.get_conversion(conversion_id)
+    source_key = conversion.pop("source", "")
+    try:
+        conversion["source"] = ctx.store.get_source(source_key).name
+    except NotFound:
+        conversion["source"] = ""
+    conversion["source_key"] = logs.mask_key(source_key)
+    return conversion
 
 
 def register(app: falcon.App, ctx: EdgeContext) -> None:

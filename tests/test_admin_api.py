@@ -32,6 +32,11 @@ ADMIN_ROUTES = [
     ("GET", "/test-distribution-now"),
     ("GET", "/api/admin/users/{user_id}"),
     ("GET", "/api/admin/conversions/{conversion_id}"),
+    ("GET", "/api/admin/dead-letters"),
+    ("POST", "/api/admin/dead-letters/replay"),
+    ("GET", "/api/admin/postbacks/{log_id}"),
+    ("GET", "/api/admin/conversions/{conversion_id}/deliveries"),
+    ("GET", "/api/admin/lag"),
     *[
         call
         for plural, field in (
@@ -55,6 +60,7 @@ SAMPLE_IDS = {
     "key": SOURCE_KEY,
     "offer_id": "VBFS6",
     "partner_id": "p1",
+    "log_id": "1714000000000-0",
 }
 ADMIN_CALLS = [(method, path.format(**SAMPLE_IDS)) for method, path in ADMIN_ROUTES]
 
