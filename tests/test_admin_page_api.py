@@ -196,11 +196,14 @@ def test_a_story_not_in_the_logs_is_a_404_and_a_bad_id_a_400(client):
 # -- lag panel and the page ------------------------------------------------------------------
 def test_lag_reports_every_group_of_every_partition(client, redis_client, keys):
     redis_client.xadd(keys.input_stream(1), {"source": "x", "params": "{}"})
+    redis_client.sadd(keys.partners_index(), "p9")
+    redis_client.hset(keys.partner_health("p9"), mapping={"failures": "10", "paused": "1"})
     report = client.simulate_get("/api/admin/lag").json
     rows = {(g["stream"], g["group"]): g for g in report["groups"]}
     assert len(rows) == 4
     assert rows[(keys.input_stream(1), "matcher")]["lag"] == 1
-    assert report["dead_letters"] == 0 and report["paused_partners"] == []
+    assert report["dead_letters"] == 0
+    assert [(p["partner_id"], p["failures"]) for p in report["paused_partners"]] == [("p9", 10)]
     assert abs(report["time_ms"] - now_ms()) < 60_000
 
 

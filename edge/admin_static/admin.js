@@ -67,6 +67,10 @@ function badge(text, kind) {
   return el("span", { className: "badge " + (kind || "") }, show(text));
 }
 
+function partnerLabel(id, name) {
+  return name && name !== id ? show(id) + " (" + name + ")" : show(id);
+}
+
 function outcomeKind(outcome) {
   return { matched: "ok", duplicate: "warn", test: "info", unmatched: "bad", "dead-lettered": "bad" }[outcome] || "";
 }
@@ -215,7 +219,7 @@ const TABS = {
     ],
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
-      ["Partner", (r) => (r.partner_name && r.partner_name !== r.partner_id ? r.partner_id + " (" + r.partner_name + ")" : show(r.partner_id))],
+      ["Partner", (r) => partnerLabel(r.partner_id, r.partner_name)],
       ["Result", (r) => badge(r.result || (r.success ? "delivered" : "failed"), resultKind(r))],
       ["HTTP", (r) => show(r.status_code)],
       ["Attempt", (r) => show(r.attempt)],
@@ -234,9 +238,9 @@ const TABS = {
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
       ["Kind", (r) => show(r.kind)],
-      ["Partner", (r) => show(r.partner_id)],
+      ["Partner", (r) => partnerLabel(r.partner_id, r.partner_name)],
       ["Error", (r) => el("span", { className: "url", title: r.error }, show(r.error))],
-      ["Attempt", (r) => show(r.attempt)],
+      ["Attempts", (r) => show(r.attempt)],
       ["Conversion", (r) => show(r.conversion_id)],
       ["", (r) => el("button", { type: "button", className: "small", "data-replay": r.id, onclick: (e) => { e.stopPropagation(); replayOne(r.id); } }, "Replay")],
     ],
@@ -249,6 +253,7 @@ const state = {
   values: { received: {}, forwarded: {}, dead: {} },
   page: { received: 1, forwarded: 1, dead: 1 },
   loading: false,
+  seq: 0,
   timer: null,
   partners: [],
 };
@@ -363,15 +368,18 @@ async function loadTable() {
     if (value) params[filter.name] = value;
   }
   state.loading = true;
+  const seq = ++state.seq;
   try {
     const data = await api(tab.path, { params });
-    if (tabName !== state.tab) return; // the person moved on meanwhile
+    // The person moved on meanwhile (another tab, filter or page): a late answer to an
+    // older question must not overwrite the newer one.
+    if (tabName !== state.tab || seq !== state.seq) return;
     $("table-error").textContent = "";
     renderRows(tab, data[tab.list] || []);
     renderPager(data);
     $("last-refresh").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (error) {
-    if (tabName === state.tab) failed(error, $("table-error"));
+    if (tabName === state.tab && seq === state.seq) failed(error, $("table-error"));
   } finally {
     state.loading = false;
   }
@@ -661,7 +669,7 @@ function attemptItem(attempt) {
       " HTTP " + show(attempt.status_code) + " · " + show(attempt.response_ms) + " ms · ",
       timeCell(attempt.time_ms)),
     facts([
-      ["Partner", attempt.partner_id + (attempt.partner_name ? " (" + attempt.partner_name + ")" : "")],
+      ["Partner", partnerLabel(attempt.partner_id, attempt.partner_name)],
       ["Method", attempt.method],
       ["URL", el("code", { className: "wrap" }, show(attempt.url))],
       ["Error", attempt.error],
@@ -703,7 +711,7 @@ function summarySection(deliveries) {
   const items = [];
   for (const d of latest.values()) {
     items.push(el("li", {},
-      el("strong", {}, d.partner_id + (d.partner_name && d.partner_name !== d.partner_id ? " (" + d.partner_name + ")" : "")),
+      el("strong", {}, partnerLabel(d.partner_id, d.partner_name)),
       " ", badge(d.result || (d.success ? "delivered" : "failed"), resultKind(d)),
       " " + show((d.payload || {}).status) + " · HTTP " + show(d.status_code) + " · attempt " + show(d.attempt) + " · ",
       timeCell(d.time_ms)));
@@ -743,7 +751,7 @@ async function openDeadLetter(row) {
     ["ID", row.id],
     ["Kind", row.kind],
     ["Died", timeCell(row.time_ms)],
-    ["Partner", row.partner_id + (row.partner_name ? " (" + row.partner_name + ")" : "")],
+    ["Partner", partnerLabel(row.partner_id, row.partner_name)],
     ["Error", row.error],
     ["Attempts made", row.attempt],
     ["Conversion", row.conversion_id],
