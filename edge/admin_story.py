@@ -18,22 +18,14 @@ import time
 
 import falcon
 
-from core.entities import ValidationError
 from edge.admin import conversion_view
-from edge.admin_auth import AdminResource, authorize
+from edge.admin_auth import AdminResource, authorize, check_entry_id
 from edge.context import EdgeContext
 from scripts import lag
 from storage import logs
 from storage.repositories import NotFound
 
 MAX_SCAN = 200_000
-
-
-def _entry_ms(log_id: str) -> int:
-    ms, dash, seq = log_id.partition("-")
-    if not ms.isdigit() or (dash and not seq.isdigit()) or len(log_id) > 41:
-        raise ValidationError("log_id", f"must be a log id such as 1714000000000-0, not {log_id!r}")
-    return int(ms)
 
 
 def attempts(ctx: EdgeContext, since_ms: int, field: str, value: str) -> list[dict]:
@@ -64,7 +56,7 @@ def _conversion_or_none(ctx: EdgeContext, conversion_id: str) -> dict | None:
 @falcon.before(authorize)
 class PostbackStory(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, log_id: str) -> None:
-        since = _entry_ms(log_id)
+        since = check_entry_id(log_id, "log_id")
         postback = find_received(self.ctx, log_id, since)
         deliveries = attempts(self.ctx, since, "log_id", log_id)
         if postback is None and not deliveries:

@@ -37,6 +37,7 @@ TIMEZONE = "Asia/Tokyo"  # far from UTC, so local time and UTC differ on screen
 pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+expect.set_options(timeout=15_000)
 
 if not Path(CHROMIUM).exists() and os.environ.get("POSTBACK_REQUIRE_BROWSER") != "1":
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
@@ -272,6 +273,12 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     table = page.get_by_role("table")
     expect(table).to_contain_text("Survey wall")
     expect(rows(page).filter(has_text="CLK-NOPE")).to_contain_text("unmatched")
+    page.get_by_label("Hours", exact=True).fill("0")
+    page.get_by_label("Hours", exact=True).press("Enter")
+    expect(page.get_by_role("alert").filter(has_text="hours")).to_be_visible()
+    page.get_by_label("Hours", exact=True).fill("1")
+    page.get_by_label("Hours", exact=True).press("Enter")
+    expect(page.get_by_role("alert").filter(has_text="hours")).to_be_hidden()
     page.get_by_label("Outcome", exact=True).select_option("unmatched")
     expect(rows(page)).to_have_count(1)
     page.get_by_label("Outcome", exact=True).select_option("")
@@ -324,7 +331,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.get_by_label("Partner", exact=True).fill("downnet")
     page.get_by_label("Success", exact=True).select_option("false")
     expect(rows(page)).to_have_count(4)
-    rows(page).first.click()
+    rows(page).first.focus()
+    page.keyboard.press("Enter")  # rows open from the keyboard too
     expect(dialog.locator(".attempt")).to_have_count(2)  # every attempt of that delivery
     expect(dialog).to_contain_text("partner down")
     page.keyboard.press("Escape")

@@ -121,6 +121,8 @@ def test_replay_by_partner_replays_that_partner_only(client, redis_client, keys)
         ({"ids": "1714000000001-0"}, "ids"),
         ({"ids": ["<script>"]}, "ids"),
         ({"ids": [17]}, "ids"),
+        ({"ids": ["99999999999999999999999-0"]}, "ids"),
+        ({"ids": ["1-99999999999999999999999"]}, "ids"),
         ({"partner": ""}, "partner"),
         ({"partner": 5}, "partner"),
     ],
@@ -189,8 +191,9 @@ def test_deliveries_of_a_conversion(client, redis_client, keys):
 
 def test_a_story_not_in_the_logs_is_a_404_and_a_bad_id_a_400(client):
     assert client.simulate_get(f"/api/admin/postbacks/{now_ms()}-0").status_code == 404
-    bad = client.simulate_get("/api/admin/postbacks/not-an-id")
-    assert bad.status_code == 400 and bad.json["error"].startswith("log_id:")
+    for wrong in ("not-an-id", "1-", "99999999999999999999999-0", "١٢-0"):
+        bad = client.simulate_get(f"/api/admin/postbacks/{wrong}")
+        assert bad.status_code == 400 and bad.json["error"].startswith("log_id:"), wrong
 
 
 # -- lag panel and the page ------------------------------------------------------------------

@@ -385,10 +385,17 @@ async function loadTable() {
   }
 }
 
+function rowKey(row) {
+  return String(row.id || row.log_id || "");
+}
+
 function renderRows(tab, rows) {
+  // A refresh rebuilds the rows: keep the keyboard focus on the row it was on.
+  const focused = document.activeElement;
+  const focusKey = focused && focused.closest && focused.closest("tbody tr") ? focused.closest("tbody tr").dataset.key : null;
   const body = clear($("rows").tBodies[0]);
   for (const row of rows) {
-    const tr = el("tr", { tabindex: "0", className: "clickable", title: "Open the whole story" });
+    const tr = el("tr", { tabindex: "0", className: "clickable", title: "Open the whole story", "data-key": rowKey(row) });
     for (const [, cell] of tab.columns) {
       const value = cell(row);
       tr.append(el("td", {}, value));
@@ -401,6 +408,7 @@ function renderRows(tab, rows) {
       }
     });
     body.append(tr);
+    if (focusKey !== null && tr.dataset.key === focusKey) tr.focus();
   }
   $("empty").hidden = rows.length > 0;
 }
