@@ -26,6 +26,7 @@ import requests
 
 from core.entities import Offer, Partner, Source
 from scripts.embedded_redis import free_port
+from storage import lag_history
 from tests.sink import Reply, sink_fixture, until  # noqa: F401 - the ``sink`` fixture
 
 CHROMIUM = os.environ.get("POSTBACK_CHROMIUM", "/usr/bin/chromium")
@@ -164,6 +165,9 @@ def system(settings, store, sink, tmp_path, redis_client, keys):
             "last_error": "HTTP 502",
         },
     )
+    # Five minutes ago the matcher was 7 behind: the chart starts with the edge's history.
+    burst = {"groups": [{"group": "matcher", "lag": 7, "pending": 2}]}
+    lag_history.record(redis_client, keys, burst, int(time.time() * 1000) - 300_000)
     for click_id, user_id in (("CLK-1", "u1"), ("CLK-XSS", "u2")):
         store.add_click(offer_id="VBFS6", partner_id="pub1", user_id=user_id, click_id=click_id)
 
@@ -366,6 +370,14 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     for group in ("matcher", "forwarder"):
         chart = page.locator(f'figure[data-group="{group}"]')
         expect(chart.get_by_role("img")).to_have_attribute("aria-label", re.compile(r"lag \d+"))
+    matcher_chart = page.locator('figure[data-group="matcher"]').get_by_role("img")
+    expect(matcher_chart).to_have_attribute(
+        "aria-label", re.compile(r"peak 7 over the last \d+ min")
+    )
+    # the old sample is drawn on its own: nobody watched in between, so no line joins it
+    lag_marks = matcher_chart.locator(".lag")
+    expect(lag_marks.first).to_have_attribute("class", "dot lag")
+    assert lag_marks.count() >= 2
     expect(page.locator("#paused-partners")).to_contain_text("sleepy · 12 failures in a row")
     switch = page.get_by_role("switch", name="Auto-refresh every 5 s")
     expect(switch).to_be_checked()

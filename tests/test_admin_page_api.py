@@ -10,6 +10,7 @@ import pytest
 from falcon import testing
 
 from edge.app import create_app
+from storage import lag_history
 from storage.keys import Keys
 from tests.test_admin_api import AUTH, TOKEN
 from tests.test_deadletters import dead_delivery, dead_postback
@@ -208,6 +209,29 @@ def test_lag_reports_every_group_of_every_partition(client, redis_client, keys):
     assert report["dead_letters"] == 0
     assert [(p["partner_id"], p["failures"]) for p in report["paused_partners"]] == [("p9", 10)]
     assert abs(report["time_ms"] - now_ms()) < 60_000
+    assert report["totals"] == {
+        "matcher": {"lag": 1, "pending": 0},
+        "forwarder": {"lag": 0, "pending": 0},
+    }
+    # The reading is kept as a sample, so the next viewer's chart starts with it.
+    [sample] = report["history"]
+    assert sample == {"time_ms": report["time_ms"], "groups": report["totals"]}
+
+
+def test_lag_history_keeps_one_sample_per_interval(redis_client, keys):
+    report = {"groups": [{"group": "matcher", "lag": 2, "pending": 1}] * 2}
+    t = now_ms()
+    assert lag_history.record(redis_client, keys, report, t, every_ms=60_000)
+    assert not lag_history.record(redis_client, keys, report, t + 10, every_ms=60_000)
+    redis_client.delete(keys.lag_sample_lock())  # the interval has passed
+    assert lag_history.record(redis_client, keys, {"groups": []}, t + 20, every_ms=60_000)
+    assert lag_history.read(redis_client, keys, since_ms=t) == [
+        {"time_ms": t, "groups": {"matcher": {"lag": 4, "pending": 2}}},
+        {"time_ms": t + 20, "groups": {}},
+    ]
+    assert lag_history.read(redis_client, keys, since_ms=t + 1) == [
+        {"time_ms": t + 20, "groups": {}}
+    ]
 
 
 def test_the_page_needs_no_token_and_its_calls_do(settings2, redis_client):

@@ -4,10 +4,10 @@
 "use strict";
 
 const TOKEN_KEY = "postback-relay.admin-token";
-const LAG_KEY = "postback-relay.lag-samples";
 const AUTO_KEY = "postback-relay.auto-refresh";
 const REFRESH_MS = 5000;
 const LAG_WINDOW_MS = 10 * 60 * 1000;
+const LAG_GAP_MS = 4 * REFRESH_MS;
 const PER_PAGE = 50;
 
 const POSTBACK_STATUSES = ["approved", "pending", "rejected", "test"];
@@ -160,7 +160,6 @@ async function signIn(event) {
 
 function signOut(reason) {
   sessionStorage.removeItem(TOKEN_KEY);
-  sessionStorage.removeItem(LAG_KEY);
   stopTimer();
   if ($("detail").open) $("detail").close();
   $("app-view").hidden = true;
@@ -460,14 +459,8 @@ function stopTimer() {
 }
 
 // -- lag panel ------------------------------------------------------------------------------
-function lagSamples() {
-  try {
-    return JSON.parse(sessionStorage.getItem(LAG_KEY) || "[]");
-  } catch (_) {
-    return [];
-  }
-}
-
+// The edge keeps a sample every 5 s while anyone watches (``history``), so the chart shows
+// the last minutes as soon as the page opens; this page's own reading is the newest point.
 async function refreshLag() {
   let report;
   try {
@@ -477,19 +470,18 @@ async function refreshLag() {
     else $("lag-facts").replaceChildren(el("dt", {}, "Lag"), el("dd", { className: "error" }, error.message));
     return;
   }
-  const groups = {};
-  for (const g of report.groups || []) {
-    const sum = groups[g.group] || (groups[g.group] = { lag: 0, pending: 0, streams: 0 });
-    sum.lag += g.lag;
-    sum.pending += g.pending;
-    sum.streams += 1;
-  }
   const now = report.time_ms || Date.now();
-  const samples = lagSamples().filter((s) => s.t > now - LAG_WINDOW_MS);
-  samples.push({ t: now, g: Object.fromEntries(Object.entries(groups).map(([k, v]) => [k, [v.lag, v.pending]])) });
-  sessionStorage.setItem(LAG_KEY, JSON.stringify(samples));
-  renderLagCharts(groups, samples, now);
-  renderLagFacts(report, groups);
+  const asPoint = (time, groups) => ({
+    t: time,
+    g: Object.fromEntries(Object.entries(groups || {}).map(([name, v]) => [name, [v.lag, v.pending]])),
+  });
+  const samples = (report.history || [])
+    .filter((s) => s.time_ms > now - LAG_WINDOW_MS && s.time_ms < now)
+    .map((s) => asPoint(s.time_ms, s.groups));
+  samples.push(asPoint(now, report.totals));
+  const totals = report.totals || {};
+  renderLagCharts(totals, samples, now);
+  renderLagFacts(report);
 }
 
 function renderLagCharts(groups, samples, now) {
@@ -525,12 +517,23 @@ function chart(group, samples, now) {
       " over the last " + Math.round(span / 60000) + " min",
   });
   drawing.append(svg("line", { x1: 0, y1: height - 3, x2: width, y2: height - 3, class: "axis" }));
+  // Minutes nobody watched have no samples: the line breaks there instead of inventing a slope.
+  const segments = [];
+  for (const point of points) {
+    const current = segments[segments.length - 1];
+    if (current && point.t - current[current.length - 1].t <= LAG_GAP_MS) current.push(point);
+    else segments.push([point]);
+  }
   for (const [index, cls] of [[1, "pending"], [0, "lag"]]) {
-    if (points.length === 1) {
-      drawing.append(svg("circle", { cx: x(points[0].t), cy: y(last[index]), r: 2.5, class: "dot " + cls }));
-    } else if (points.length > 1) {
-      const line = points.map((s) => x(s.t).toFixed(1) + "," + y(s.g[group][index]).toFixed(1)).join(" ");
-      drawing.append(svg("polyline", { points: line, class: "series " + cls, "vector-effect": "non-scaling-stroke" }));
+    for (const segment of segments) {
+      if (segment.length === 1) {
+        drawing.append(svg("rect", {
+          x: x(segment[0].t) - 1.5, y: y(segment[0].g[group][index]) - 1.5, width: 3, height: 3, class: "dot " + cls,
+        }));
+      } else {
+        const line = segment.map((s) => x(s.t).toFixed(1) + "," + y(s.g[group][index]).toFixed(1)).join(" ");
+        drawing.append(svg("polyline", { points: line, class: "series " + cls, "vector-effect": "non-scaling-stroke" }));
+      }
     }
   }
   return el("div", { className: "chart-body" },
@@ -540,13 +543,13 @@ function chart(group, samples, now) {
       el("span", {}, "−" + Math.round(span / 60000) + " min"), el("span", {}, "now")));
 }
 
-function renderLagFacts(report, groups) {
+function renderLagFacts(report) {
   const facts = clear($("lag-facts"));
-  const streams = Object.values(groups).reduce((n, g) => Math.max(n, g.streams), 0);
+  const partitions = (report.groups || []).filter((g) => g.group === "matcher").length;
   for (const [name, value] of [
     ["Retry queue", report.retry_queue],
     ["Dead letters", report.dead_letters],
-    ["Partitions", streams],
+    ["Partitions", partitions],
   ]) {
     facts.append(el("dt", {}, name), el("dd", {}, show(value)));
   }
