@@ -87,6 +87,43 @@ def _admin(summary: str, responses: dict, *, parameters=(), body: dict | None = 
 
 
 # -- schemas ----------------------------------------------------------------------------------
+_STATUSES = ["approved", "pending", "rejected", "test"]
+_NAME_MAP = {"type": "object", "additionalProperties": STR}
+SOURCE_PARAMS = {
+    **_NAME_MAP,
+    "description": "aliases: our field -> the name the source sends, e.g. "
+    '{"click_id": "aff_sub"}; replaced as a whole by PATCH',
+}
+SOURCE_STATUS_MAP = {
+    "type": "object",
+    "additionalProperties": {"type": "string", "enum": _STATUSES},
+    "description": 'status values the source sends -> ours, e.g. {"1": "approved"}',
+}
+PARTNER_PARAMS = {
+    **_NAME_MAP,
+    "description": 'our field -> the name the partner wants, e.g. {"click_id": "subid"}',
+}
+PARTNER_STATUS_MAP = {
+    **_NAME_MAP,
+    "description": 'our status -> the value the partner wants, e.g. {"approved": "1"}',
+}
+GOALS = {
+    "type": "object",
+    "additionalProperties": {
+        "oneOf": [
+            _obj({"revshare": {"type": ["string", "number"]}}, ["revshare"]),
+            _obj({"fixed": {"type": ["string", "number"]}}, ["fixed"]),
+        ]
+    },
+    "description": 'per-goal payout models, e.g. {"install": {"fixed": "1.00"}, '
+    '"purchase": {"revshare": "50"}}',
+}
+HOLD_S = {
+    "type": "integer",
+    "minimum": 0,
+    "description": "seconds an approval's points are held before they are credited; 0 = none",
+}
+
 SCHEMAS = {
     "Error": _obj({"status": {"const": "error"}, "error": STR}, ["status", "error"]),
     "Accepted": _obj(
@@ -190,6 +227,8 @@ SCHEMAS = {
             "allow": {"type": "array", "items": STR},
             "has_secret": BOOL,
             "created": INT,
+            "params": SOURCE_PARAMS,
+            "status_map": SOURCE_STATUS_MAP,
         }
     ),
     "SourceInput": _obj(
@@ -198,6 +237,8 @@ SCHEMAS = {
             "key": {"type": "string", "description": "optional; generated when absent"},
             "allow_ip": {"type": "array", "items": STR},
             "secret": STR,
+            "params": SOURCE_PARAMS,
+            "status_map": SOURCE_STATUS_MAP,
             "active": {"type": "boolean", "description": "PATCH only"},
         }
     ),
@@ -211,6 +252,8 @@ SCHEMAS = {
             "currency": STR,
             "url": STR,
             "window_days": INT,
+            "goals": GOALS,
+            "hold_s": HOLD_S,
             "active": BOOL,
             "created": INT,
         }
@@ -224,6 +267,8 @@ SCHEMAS = {
             "currency": STR,
             "url": STR,
             "window_days": INT,
+            "goals": GOALS,
+            "hold_s": HOLD_S,
             "active": {"type": "boolean", "description": "PATCH only"},
         }
     ),
@@ -239,6 +284,8 @@ SCHEMAS = {
             "allow_private": BOOL,
             "has_secret": BOOL,
             "created": INT,
+            "params": PARTNER_PARAMS,
+            "status_map": PARTNER_STATUS_MAP,
         }
     ),
     "PartnerInput": _obj(
@@ -251,6 +298,8 @@ SCHEMAS = {
             "name": STR,
             "email": STR,
             "allow_private": BOOL,
+            "params": PARTNER_PARAMS,
+            "status_map": PARTNER_STATUS_MAP,
             "active": {"type": "boolean", "description": "PATCH only"},
         }
     ),
@@ -529,7 +578,18 @@ def build_document() -> dict:
             "parameters": [_path("user_id", "the user")],
             "get": _admin(
                 "A user's points balance",
-                {"200": _json(_obj({"user_id": STR, "points": AMOUNT}), "Balance")},
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "user_id": STR,
+                                "points": {**AMOUNT, "description": "spendable now"},
+                                "held": {**AMOUNT, "description": "held until holds end"},
+                            }
+                        ),
+                        "Balance",
+                    )
+                },
             ),
         },
         "/api/admin/conversions/{conversion_id}": {
@@ -615,6 +675,9 @@ ADMIN_PAGE_SCHEMAS = {
         ["postback", "conversion", "deliveries"],
     ),
 }
+
+
+LAG_TOTAL = _obj({"lag": INT, "pending": INT}, ["lag", "pending"])
 
 
 def admin_page_paths() -> dict:
@@ -718,8 +781,35 @@ def admin_page_paths() -> dict:
                                 "dead_letters": INT,
                                 "paused_partners": {"type": "array", "items": ANY_OBJECT},
                                 "time_ms": INT,
+                                "totals": {
+                                    "type": "object",
+                                    "description": "per group name, summed over partitions",
+                                    "additionalProperties": LAG_TOTAL,
+                                },
+                                "history": {
+                                    "type": "array",
+                                    "description": "samples of the last 10 minutes, oldest first",
+                                    "items": _obj(
+                                        {
+                                            "time_ms": INT,
+                                            "groups": {
+                                                "type": "object",
+                                                "additionalProperties": LAG_TOTAL,
+                                            },
+                                        },
+                                        ["time_ms", "groups"],
+                                    ),
+                                },
                             },
-                            ["groups", "retry_queue", "dead_letters", "paused_partners", "time_ms"],
+                            [
+                                "groups",
+                                "retry_queue",
+                                "dead_letters",
+                                "paused_partners",
+                                "time_ms",
+                                "totals",
+                                "history",
+                            ],
                         ),
                         "The lag report",
                     )

@@ -293,7 +293,11 @@ def test_user_points_summed_over_partitions(settings, redis_client):
     keys = app.ctx.keys
     redis_client.hset(keys.points(0), "u1", 280)
     redis_client.hset(keys.points(2), "u1", 120)
-    assert client.simulate_get("/api/admin/users/u1").json == {"user_id": "u1", "points": "4.00"}
+    assert client.simulate_get("/api/admin/users/u1").json == {
+        "user_id": "u1",
+        "points": "4.00",
+        "held": "0.00",
+    }
     assert client.simulate_get("/api/admin/users/nobody").json["points"] == "0.00"
 
 
