@@ -181,6 +181,14 @@ class Keys:
         """String with a TTL: whoever sets it (NX) sends the next probe."""
         return f"{self.ns}:partner-probe:{partner_id}"
 
+    def lag_history(self) -> str:
+        """Stream: a sample of each consumer group's lag and pending, for the admin page."""
+        return f"{self.ns}:lag-history"
+
+    def lag_sample_lock(self) -> str:
+        """String with a TTL: whoever sets it (NX) records the next lag sample."""
+        return f"{self.ns}:lag-sample-lock"
+
     def pattern(self) -> str:
         """Glob matching every key of this namespace (tests clean up with it)."""
         return f"{self.ns}:*"
