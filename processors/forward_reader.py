@@ -1,6 +1,8 @@
 """Reading forward jobs for one consumer of the ``forwarder`` group.
 
-At start, the consumer's own pending entries (left by a previous run under the same
+The partitions read are those the process holds leases on (``processors.leases``), or
+all of them without leases (tests calling the step). At start, and on taking a
+partition over, the consumer's own pending entries (left by a previous run under the same
 name) are read first, from ID 0, then new ones (``>``). Entries idle longer than
 ``claim_idle_ms`` (their consumer died) are claimed with XAUTOCLAIM, looping to cursor
 0-0; entries held a while are touched (XCLAIM with JUSTID) so that live consumers do
@@ -18,6 +20,7 @@ import redis
 from core import delivery
 from core.config import Settings
 from processors.bookkeeping import Held
+from processors.leases import Leases
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.scripts import Scripts
 
@@ -53,6 +56,9 @@ class ForwardReader:
         self._claim_cursor: dict[int, str] = {n: "0-0" for n in keys.all_partitions()}
         self._next_claim = 0.0
         self._turn = 0
+        #: Set by the forwarder's loop (``processors.leases``); None: every partition.
+        self.leases: Leases | None = None
+        self._taking_over: set[int] = set()
         self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
 
     def poll(self, room: int, block_ms: int | None) -> tuple[int, list[Held]]:
@@ -64,6 +70,8 @@ class ForwardReader:
         while own pending entries remain.
         """
         partitions = self.partitions()
+        if not partitions and block_ms:  # more forwarders than partitions: wait for a share
+            time.sleep(block_ms / 1000)
         now = int(time.time() * 1000)
         calls = [
             ([self.keys.retry_queue(n), self.keys.forward_stream(n)], [now, RETRY_MOVE_LIMIT])
@@ -102,8 +110,10 @@ class ForwardReader:
         return version, held
 
     def partitions(self) -> list[int]:
-        """The partitions this reader works (all, unless leases say otherwise)."""
-        return list(self.keys.all_partitions())
+        """The partitions this reader works: those it holds leases on, or all without."""
+        if self.leases is None:
+            return list(self.keys.all_partitions())
+        return sorted(self.leases.held)
 
     def _read_command(self, n: int, cursor: str, count: int, block: int | None = None) -> tuple:
         head = ("XREADGROUP", "GROUP", FORWARDER_GROUP, self.consumer, "COUNT", count)
@@ -128,33 +138,51 @@ class ForwardReader:
             self.r.xack(self.keys.forward_stream(n), FORWARDER_GROUP, *gone)
         return held
 
+    def refresh_leases(self) -> None:
+        """With leases: renew and rebalance when due; a partition taken over is read from
+        its own pending entries (ID 0) and has every pending entry claimed at once."""
+        if self.leases is None or not self.leases.due():
+            return
+        gained, _ = self.leases.refresh()
+        for n in gained:
+            self._own_cursor[n] = "0"
+            self._claim_cursor[n] = "0-0"
+            self._taking_over.add(n)
+
     def claim(self, capacity: int) -> list[Held]:
-        """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0.
+        """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0,
+        and every pending entry of a partition just taken over.
 
         Claims while fewer than ``capacity`` jobs are held. Our own held entries come
         back too, which keeps them from looking idle to others.
         """
+        self.refresh_leases()
         now = time.monotonic()
-        if now < self._next_claim:
+        if now < self._next_claim and not self._taking_over:
             return []
         self._heartbeat()
         held = []
-        for n in self.keys.all_partitions():
-            cursor = self._claim_cursor[n]
+        partitions = self.partitions() if now >= self._next_claim else sorted(self._taking_over)
+        for n in partitions:
+            cursor = self._claim_cursor.get(n, "0-0")
+            idle = 0 if n in self._taking_over else self.settings.claim_idle_ms
             while (room := capacity - len(self.held)) > 0:
                 cursor, entries, *_ = self.r.xautoclaim(
                     self.keys.forward_stream(n),
                     FORWARDER_GROUP,
                     self.consumer,
-                    self.settings.claim_idle_ms,
+                    idle,
                     start_id=cursor,
                     count=min(room, 1000),
                 )
                 held.extend(self._hold(n, entries))
                 if cursor == "0-0":
+                    self._taking_over.discard(n)
                     break
             self._claim_cursor[n] = cursor
-        if all(c == "0-0" for c in self._claim_cursor.values()):
+        if now >= self._next_claim and all(
+            self._claim_cursor.get(n, "0-0") == "0-0" for n in self.partitions()
+        ):
             self._next_claim = now + self.claim_every_s
         if held:
             log.info("claimed %d forward jobs left by other consumers", len(held))

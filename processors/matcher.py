@@ -129,16 +129,23 @@ class Matcher:
             self._cursor[partition] = entries[-1][0]
         return self.handle(partition, entries)
 
-    def claim_stale(self, partition: int = 0) -> int:
+    def take_over(self, partition: int) -> int:
+        """A partition whose lease this matcher just took: every entry still pending
+        there (a previous holder's) is claimed and applied now, then new ones are read."""
+        self._cursor[partition] = "0"
+        return self.claim_stale(partition, min_idle_ms=0)
+
+    def claim_stale(self, partition: int = 0, *, min_idle_ms: int | None = None) -> int:
         """XAUTOCLAIM entries idle longer than ``claim_idle_ms`` (any consumer's) and apply them."""
         stream = self.keys.input_stream(partition)
         cursor, handled = "0-0", 0
+        idle = self.settings.claim_idle_ms if min_idle_ms is None else min_idle_ms
         while True:
             reply = self.r.xautoclaim(
                 stream,
                 GROUP,
                 self.consumer,
-                min_idle_time=self.settings.claim_idle_ms,
+                min_idle_time=idle,
                 start_id=cursor,
                 count=self.settings.matcher_batch,
             )

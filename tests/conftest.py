@@ -82,6 +82,7 @@ def settings(namespace) -> Settings:
         redis_url=REDIS_URL,
         namespace=namespace,
         partitions=1,
+        lease_ms=1500,  # a dead worker's partitions are taken over within ~2 s
         block_ms=100,
         retry_schedule=(1, 1, 1),
         claim_idle_ms=1000,

@@ -6,17 +6,25 @@ The cluster is the session's (``cluster`` fixture: three ``redis-server
 
 from __future__ import annotations
 
+import signal
+from collections import Counter
+
 import orjson
 import pytest
 import redis
 from falcon import testing
 from redis.cluster import RedisCluster
 
-from core.entities import Source
+from core.entities import Click, Offer, Partner, Source
 from edge.app import create_app
+from processors.leases import holders
+from processors.matcher import GROUP, Matcher
+from scripts import lag
+from scripts.cli import main as cli_main
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace, ensure_groups, is_cluster
 from storage.repositories import Store
+from tests.test_matcher_worker import Worker, wait_for
 
 
 @pytest.fixture
@@ -44,8 +52,11 @@ def test_the_same_url_setting_finds_a_cluster_by_itself(cluster_settings, cluste
     assert is_cluster(client) and isinstance(client, RedisCluster)
     assert len(client.get_primaries()) == 3
     # Any node will do as the seed.
-    other = cluster_settings.with_overrides(redis_url=f"redis://127.0.0.1:{cluster.ports[2]}/0")
-    assert is_cluster(connect(other))
+    other = connect(
+        cluster_settings.with_overrides(redis_url=f"redis://127.0.0.1:{cluster.ports[2]}/0")
+    )
+    assert is_cluster(other)
+    other.close()
     client.close()
 
 
@@ -80,3 +91,134 @@ def test_one_busy_source_spreads_over_partitions_and_every_node(
     assert nodes == {node.name for node in cluster_client.get_primaries()}
     log_ids = {r["log_id"] for r in reply.json["results"]}
     assert len(log_ids) == 3000
+
+
+# -- the whole system on 16 partitions over three nodes ----------------------------------------
+def _world(store: Store, clicks: int) -> Source:
+    store.add_offer(Offer.build("REV", revshare=50))
+    store.add_partner(
+        Partner.build("PUB", url="http://127.0.0.1:9/pb", scope="own", allow_private=True)
+    )
+    created = store.get_offer("REV").created
+    pipe = store.r.pipeline(transaction=False)
+    for i in range(clicks):
+        click = Click(f"CLK-{i}", "REV", "PUB", f"user-{i % 50}", created=created)
+        pipe.hset(store.keys.click(click.click_id), mapping=click.to_redis())
+    pipe.execute()
+    return store.add_source(Source.build(name="busy"))
+
+
+def _post_batch(app, source: Source, items: range) -> None:
+    body = b"\n".join(
+        orjson.dumps(
+            {"click_id": f"CLK-{i}", "payout": f"{1 + i % 9}.00", "transaction_id": f"T{i}"}
+        )
+        for i in items
+    )
+    reply = testing.TestClient(app).simulate_post(
+        f"/postback/{source.key}/batch", body=body, content_type="application/x-ndjson"
+    )
+    assert reply.status_code == 200 and reply.json["accepted"] == len(items), reply.text
+
+
+def _expected_cents(items: range) -> dict[str, int]:
+    expected: dict[str, int] = {}
+    for i in items:
+        user = f"user-{i % 50}"
+        expected[user] = expected.get(user, 0) + (1 + i % 9) * 100 // 2
+    return expected
+
+
+def _received(client, keys: Keys) -> int:
+    return sum(client.xlen(keys.received_log(n)) for n in keys.all_partitions())
+
+
+def test_when_one_of_two_matchers_dies_the_other_takes_its_partitions_and_drains_them(
+    cluster_settings, cluster_client, cluster_store, tmp_path
+):
+    keys = cluster_store.keys
+    source = _world(cluster_store, 3000)
+    env = {"POSTBACK_CLAIM_IDLE_MS": "60000", "POSTBACK_MATCHER_BATCH": "100"}
+    first = Worker(cluster_settings, tmp_path / "a.log", "--consumer", "m-a", **env)
+    second = Worker(cluster_settings, tmp_path / "b.log", "--consumer", "m-b", **env)
+    try:
+        wait_for(
+            lambda: Counter(holders(cluster_client, keys, GROUP).values()) == {"m-a": 8, "m-b": 8},
+            timeout=30,
+            what="the two matchers to share the 16 partitions",
+        )
+        app = create_app(cluster_settings, cluster_client)
+        _post_batch(app, source, range(3000))
+        wait_for(lambda: _received(cluster_client, keys) >= 300, timeout=60, what="a start")
+        first.stop(signal.SIGKILL, timeout=10)  # dies mid-stream, entries left pending
+
+        wait_for(
+            lambda: set(holders(cluster_client, keys, GROUP).values()) == {"m-b"},
+            timeout=30,
+            what="the survivor to take every partition",
+        )
+        wait_for(
+            lambda: (
+                _received(cluster_client, keys) >= 3000
+                and not any(
+                    cluster_client.xlen(keys.input_stream(n)) for n in keys.all_partitions()
+                )
+            ),
+            timeout=120,
+            what="every postback to be processed",
+        )
+    finally:
+        for worker in (first, second):
+            if worker.proc.poll() is None:
+                worker.stop(signal.SIGTERM, timeout=20)
+    assert _received(cluster_client, keys) == 3000  # none lost, none applied twice
+    balances = {u: cluster_store.points_cents(u) for u in _expected_cents(range(3000))}
+    assert balances == _expected_cents(range(3000))
+    for n in keys.all_partitions():
+        assert cluster_client.xpending(keys.input_stream(n), GROUP)["pending"] == 0
+
+
+def test_lag_export_and_admin_api_see_every_partition(
+    cluster_settings, cluster_client, cluster_store, monkeypatch, capsys
+):
+    keys = cluster_store.keys
+    source = _world(cluster_store, 400)
+    settings = cluster_settings.with_overrides(admin_token="s3cret-admin-token-16")
+    app = create_app(settings, cluster_client)
+    _post_batch(app, source, range(400))
+
+    report = lag.collect(cluster_client, keys)
+    matcher_rows = [g for g in report["groups"] if g["group"] == GROUP]
+    assert len(matcher_rows) == 16
+    assert sum(g["lag"] for g in matcher_rows) == 400
+
+    matcher = Matcher(cluster_client, settings, consumer="m-1")
+    while sum(matcher.process_batch(n) for n in keys.all_partitions()):
+        pass
+    report = lag.collect(cluster_client, keys)
+    assert sum(g["lag"] + g["pending"] for g in report["groups"] if g["group"] == GROUP) == 0
+    assert sum(g["lag"] for g in report["groups"] if g["group"] == "forwarder") == 400
+
+    client = testing.TestClient(app)
+    reply = client.simulate_get(
+        "/api/admin/received-postbacks",
+        params={"per_page": 50},
+        headers={"Authorization": "Bearer s3cret-admin-token-16"},
+    )
+    assert reply.status_code == 200 and reply.json["total"] == 400
+    times = [row["time_ms"] for row in reply.json["logs"]]
+    assert times == sorted(times, reverse=True)
+
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", "16")
+    assert cli_main(["export", "--log", "received", "--format", "jsonl"]) == 0
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 400
+    assert [r["time_ms"] for r in rows] == sorted(r["time_ms"] for r in rows)
+    assert {r["outcome"] for r in rows} == {"matched"}
+    assert cli_main(["export", "--log", "conversions", "--format", "jsonl"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 400
+    assert {cluster_store.get_conversion(r["conversion_id"])["status"] for r in rows} == {
+        "approved"
+    }

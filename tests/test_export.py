@@ -48,7 +48,6 @@ def cli_env(monkeypatch, settings, redis_client):
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
     monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
-    monkeypatch.delenv("POSTBACK_PARTITIONS", raising=False)
     return redis_client
 
 

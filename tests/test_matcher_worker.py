@@ -55,6 +55,7 @@ class Worker:
             REDIS_URL=settings.redis_url,
             POSTBACK_NAMESPACE=settings.namespace,
             POSTBACK_PARTITIONS=str(settings.partitions),
+            POSTBACK_LEASE_MS=str(settings.lease_ms),
             POSTBACK_BLOCK_MS="100",
             **env,
         )
