@@ -222,3 +222,23 @@ def test_lag_export_and_admin_api_see_every_partition(
     assert {cluster_store.get_conversion(r["conversion_id"])["status"] for r in rows} == {
         "approved"
     }
+
+
+def test_an_edge_started_before_the_cluster_answered_switches_to_a_cluster_client(
+    cluster_settings, cluster_client, cluster_store
+):
+    source = cluster_store.add_source(Source.build(name="late"))
+    # What EdgeContext.build makes when the node did not answer at start: a plain
+    # client, and a note to find out once Redis answers.
+    plain = redis.Redis.from_url(cluster_settings.redis_url, decode_responses=True)
+    app = create_app(cluster_settings, plain)
+    app.ctx.redetect, app.ctx.groups_ready = True, False
+    client = testing.TestClient(app)
+    replies = [
+        client.simulate_get(f"/postback/{source.key}", query_string=f"click_id=C{i}")
+        for i in range(20)
+    ]
+    assert [r.status_code for r in replies] == [200] * 20
+    assert is_cluster(app.ctx.redis)
+    plain.close()
+    app.ctx.redis.close()
