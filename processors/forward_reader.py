@@ -20,7 +20,7 @@ import redis
 from core import delivery
 from core.config import Settings
 from processors.bookkeeping import Held
-from processors.leases import Leases
+from processors.leases import Leases, live_members, orphans
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.scripts import Scripts
 
@@ -140,52 +140,64 @@ class ForwardReader:
 
     def refresh_leases(self) -> None:
         """With leases: renew and rebalance when due; a partition taken over is read from
-        its own pending entries (ID 0) and has every pending entry claimed at once."""
+        its own pending entries (ID 0) and has a dead holder's pending entries claimed."""
         if self.leases is None or not self.leases.due():
             return
         gained, _ = self.leases.refresh()
         for n in gained:
             self._own_cursor[n] = "0"
-            self._claim_cursor[n] = "0-0"
             self._taking_over.add(n)
 
     def claim(self, capacity: int) -> list[Held]:
         """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0,
-        and every pending entry of a partition just taken over.
+        and, on a partition just taken over, every entry of a consumer no longer live.
 
         Claims while fewer than ``capacity`` jobs are held. Our own held entries come
         back too, which keeps them from looking idle to others.
         """
         self.refresh_leases()
+        held = self._take_over(capacity) if self._taking_over else []
         now = time.monotonic()
-        if now < self._next_claim and not self._taking_over:
-            return []
+        if now < self._next_claim:
+            return held
         self._heartbeat()
-        held = []
-        partitions = self.partitions() if now >= self._next_claim else sorted(self._taking_over)
-        for n in partitions:
+        for n in self.partitions():
             cursor = self._claim_cursor.get(n, "0-0")
-            idle = 0 if n in self._taking_over else self.settings.claim_idle_ms
             while (room := capacity - len(self.held)) > 0:
                 cursor, entries, *_ = self.r.xautoclaim(
                     self.keys.forward_stream(n),
                     FORWARDER_GROUP,
                     self.consumer,
-                    idle,
+                    self.settings.claim_idle_ms,
                     start_id=cursor,
                     count=min(room, 1000),
                 )
                 held.extend(self._hold(n, entries))
                 if cursor == "0-0":
-                    self._taking_over.discard(n)
                     break
             self._claim_cursor[n] = cursor
-        if now >= self._next_claim and all(
-            self._claim_cursor.get(n, "0-0") == "0-0" for n in self.partitions()
-        ):
+        if all(self._claim_cursor.get(n, "0-0") == "0-0" for n in self.partitions()):
             self._next_claim = now + self.claim_every_s
         if held:
             log.info("claimed %d forward jobs left by other consumers", len(held))
+        return held
+
+    def _take_over(self, capacity: int) -> list[Held]:
+        live = live_members(self.r, self.keys, FORWARDER_GROUP) | {self.consumer}
+        held = []
+        for n in sorted(self._taking_over):
+            stream = self.keys.forward_stream(n)
+            while (room := capacity - len(self.held)) > 0:
+                ids = orphans(self.r, stream, FORWARDER_GROUP, live, count=min(room, 1000))
+                if not ids:
+                    self._taking_over.discard(n)
+                    break
+                claimed = self.r.xclaim(stream, FORWARDER_GROUP, self.consumer, 0, ids)
+                held.extend(self._hold(n, claimed))
+                if not claimed:  # deleted meanwhile: XCLAIM dropped them from the PEL
+                    continue
+            if n in self._taking_over:
+                break  # no room left: the rest at the next step
         return held
 
     def _heartbeat(self) -> None:

@@ -8,9 +8,10 @@ refresh, a process counts the live members and takes its fair share of the parti
 beyond its share and takes free ones up to it. So a process started anywhere with only
 ``REDIS_URL`` gets partitions within a refresh, and a dead one's partitions (its
 registration and leases lapse after ``lease_ms``) are taken over by the others within
-``lease_ms`` plus a refresh. Whoever takes a partition over first claims every entry
-still pending in it (its previous holder's included), so nothing waits for
-``claim_idle_ms``.
+``lease_ms`` plus a refresh. Whoever takes a partition over claims at once every entry
+pending there for a consumer that is no longer registered (:func:`orphans`), so a dead
+holder's entries do not wait for ``claim_idle_ms``; a live one that gave the partition
+up keeps its in-flight entries and records them itself.
 
 A holder that stalls past its lease (a long GC pause, a partition of the network) may
 still finish the batch in its hands after another took over: the matcher's script turns
@@ -153,6 +154,32 @@ class Leases:
         """Give every lease back and leave the member set (a clean stop)."""
         self._release(sorted(self.held))
         self.r.zrem(self.keys.members(self.group), self.consumer)
+
+
+def live_members(client, keys: Keys, group: str) -> set[str]:
+    """The consumers of ``group`` whose registration has not lapsed."""
+    now_ms = int(time.time() * 1000)
+    return set(client.zrangebyscore(keys.members(group), now_ms, "+inf"))
+
+
+def orphans(client, stream: str, group: str, live: set[str], *, count: int = 1000) -> list[str]:
+    """Up to ``count`` IDs pending in ``stream`` for consumers that are not ``live``.
+
+    What a process taking a partition over claims at once: the entries of a holder that
+    died. A live previous holder (the partition moved to even out the shares) keeps its
+    in-flight entries and records them itself, so a delivery is not sent twice.
+    """
+    summary = client.xpending(stream, group)
+    ids: list[str] = []
+    for consumer in summary.get("consumers") or []:
+        name = consumer["name"]
+        if name in live or len(ids) >= count:
+            continue
+        for entry in client.xpending_range(
+            stream, group, min="-", max="+", count=count - len(ids), consumername=name
+        ):
+            ids.append(entry["message_id"])
+    return ids
 
 
 def holders(client, keys: Keys, group: str) -> dict[int, str | None]:

@@ -31,6 +31,7 @@ import redis
 
 from core.config import Settings
 from processors.holds import release_due
+from processors.leases import orphans
 from processors.matcher_plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
 from storage.keys import MATCHER_GROUP, Keys
 from storage.repositories import Store
@@ -129,11 +130,18 @@ class Matcher:
             self._cursor[partition] = entries[-1][0]
         return self.handle(partition, entries)
 
-    def take_over(self, partition: int) -> int:
-        """A partition whose lease this matcher just took: every entry still pending
-        there (a previous holder's) is claimed and applied now, then new ones are read."""
+    def take_over(self, partition: int, live: set[str]) -> int:
+        """A partition whose lease this matcher just took: the entries pending there for
+        consumers no longer ``live`` (a dead holder's) are claimed and applied now; own
+        pending entries are read again (ID 0), then new ones."""
         self._cursor[partition] = "0"
-        return self.claim_stale(partition, min_idle_ms=0)
+        stream, handled = self.keys.input_stream(partition), 0
+        while ids := orphans(self.r, stream, GROUP, live | {self.consumer}):
+            claimed = self.r.xclaim(stream, GROUP, self.consumer, 0, ids)
+            log.info("took over %d entries of %s", len(claimed), stream)
+            handled += self.handle(partition, claimed)
+            self.flush()
+        return handled
 
     def claim_stale(self, partition: int = 0, *, min_idle_ms: int | None = None) -> int:
         """XAUTOCLAIM entries idle longer than ``claim_idle_ms`` (any consumer's) and apply them."""

@@ -13,7 +13,7 @@ import redis
 
 from core.config import Settings
 from processors.holds import HOLD_CHECK_S
-from processors.leases import Leases
+from processors.leases import Leases, live_members
 from processors.matcher import GROUP, Matcher, default_consumer
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
@@ -89,8 +89,9 @@ class MatcherWorker:
                 if leases.due():
                     matcher.flush()  # replies of batches of partitions about to be given up
                     gained, _ = leases.refresh()
+                    live = live_members(matcher.r, self.keys, GROUP) if gained else set()
                     for n in sorted(gained):
-                        matcher.take_over(n)
+                        matcher.take_over(n, live)
                     partitions = sorted(leases.held)
                 if not partitions:  # more processes than partitions: wait for a share
                     self._sleep(min(leases.refresh_every_s, 1.0))

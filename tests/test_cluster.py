@@ -6,7 +6,10 @@ The cluster is the session's (``cluster`` fixture: three ``redis-server
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 
 import orjson
@@ -24,6 +27,7 @@ from scripts.cli import main as cli_main
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace, ensure_groups, is_cluster
 from storage.repositories import Store
+from tests.sink import Reply, enqueue_job, forwarded, sample_payload, sink_fixture  # noqa: F401
 from tests.test_matcher_worker import Worker, wait_for
 
 
@@ -242,3 +246,71 @@ def test_an_edge_started_before_the_cluster_answered_switches_to_a_cluster_clien
     assert is_cluster(app.ctx.redis)
     plain.close()
     app.ctx.redis.close()
+
+
+def _forwarder(settings, consumer: str, log_path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "POSTBACK_NAMESPACE": settings.namespace,
+        "POSTBACK_PARTITIONS": str(settings.partitions),
+        "POSTBACK_LEASE_MS": str(settings.lease_ms),
+        "POSTBACK_BLOCK_MS": "100",
+        "POSTBACK_CLAIM_IDLE_MS": "60000",  # a take-over, not the idle claim, must do it
+    }
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scripts.cli", "forwarder", "--consumer", consumer]
+            + ["--concurrency", "8"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+
+
+def test_a_sigkilled_forwarder_loses_nothing_and_nothing_is_recorded_twice(
+    cluster_settings, cluster_client, cluster_store, sink, tmp_path
+):
+    keys = cluster_store.keys
+    cluster_store.add_partner(
+        Partner.build("p1", url=sink.url("/p1"), scope="all", allow_private=True)
+    )
+    sink.respond("/p1", Reply(200, delay=0.02))
+    jobs = 600
+    for i in range(jobs):
+        payload = sample_payload(conversion_id=f"cv{i % 16}-{i:024d}", transaction_id=f"T{i}")
+        enqueue_job(cluster_client, keys, "p1", payload, partition=i % 16)
+    first = _forwarder(cluster_settings, "f-a", tmp_path / "a.log")
+    second = _forwarder(cluster_settings, "f-b", tmp_path / "b.log")
+    try:
+        wait_for(lambda: len(sink.received("/p1")) >= 150, timeout=60, what="deliveries")
+        first.kill()  # SIGKILL: its jobs in flight stay pending under its name
+        first.wait(10)
+
+        def delivered() -> set[str]:
+            log = [e for n in keys.all_partitions() for e in forwarded(cluster_client, keys, n)]
+            return {e["conversion_id"] for e in log if e["result"] == "delivered"}
+
+        wait_for(lambda: len(delivered()) == jobs, timeout=90, what="every job recorded")
+        wait_for(
+            lambda: set(holders(cluster_client, keys, "forwarder").values()) == {"f-b"},
+            timeout=30,
+            what="the survivor to hold every partition",
+        )
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(20)
+    log = [e for n in keys.all_partitions() for e in forwarded(cluster_client, keys, n)]
+    recorded = Counter(e["conversion_id"] for e in log if e["result"] == "delivered")
+    assert len(recorded) == jobs and set(recorded.values()) == {1}  # each recorded once
+    sent = Counter(
+        r.params.get("conversion_id") or r.json()["conversion_id"] for r in sink.received("/p1")
+    )
+    assert set(sent) == set(recorded)  # nothing lost
+    # At least once: only jobs the dead one held (delivered, not yet recorded: at most
+    # its capacity, twice its concurrency of 8) can have been sent twice.
+    assert sum(sent.values()) - jobs <= 16
+    for n in keys.all_partitions():
+        assert cluster_client.xpending(keys.forward_stream(n), "forwarder")["pending"] == 0
