@@ -75,6 +75,7 @@ def test_an_approval_on_a_held_offer_holds_its_points_until_the_period_has_passe
     assert balances(held) == ("4.00", "0.00")
     conversion = the_conversion(redis_client, keys, held)
     assert conversion["credited"] == "4.00" and conversion["held"] == "0.00"
+    assert [s["effect"] for s in conversion["history"]] == ["created", "hold ended"]
     # once: again, later, by another matcher: nothing more
     assert release(redis_client, keys, matcher, after_s=HOLD_S * 10) == 0
     assert balances(held) == ("4.00", "0.00")
@@ -104,6 +105,8 @@ def test_pending_then_approved_on_a_held_offer_holds_from_the_approval(
     assert conversion["hold_until"] == int(approval.split("-")[0]) + HOLD_S * 1000
     assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 1
     assert balances(held) == ("8.00", "0.00")
+    history = the_conversion(redis_client, keys, held)["history"]
+    assert [s["effect"] for s in history] == ["created", "held", "hold ended"]
 
 
 def test_a_reversal_during_the_hold_releases_the_points_and_debits_nothing(
@@ -118,6 +121,13 @@ def test_a_reversal_during_the_hold_releases_the_points_and_debits_nothing(
     post(redis_client, keys, click_id="CLK-1", status="rejected", transaction_id="T1")
     drain(matcher)
     assert balances(held) == ("0.00", "0.80")
+    [first] = [
+        c
+        for c in conversions(redis_client, keys, held, keys.partition_of(SOURCE))
+        if c["transaction_id"] == "T1"
+    ]
+    assert first["status"] == "rejected" and first["held"] == "0.00"
+    assert [s["effect"] for s in first["history"]] == ["created", "released"]
     # when the period has passed, only the one still held is credited
     assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 1
     assert balances(held) == ("0.80", "0.00")
