@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.entities import Offer
+from core.money import format_cents
 from processors.holds import release_due
 from processors.matcher import Matcher
 from tests.test_matcher import SOURCE, add_click, add_partner, conversions, drain, jobs, post
@@ -196,3 +197,36 @@ def test_goals_of_one_click_are_separate_conversions_with_their_own_payouts(
     post(redis_client, keys, click_id="CLK-1", payout="20.00", goal="purchase")
     drain(matcher)
     assert balances(held) == ("11.00", "0.00")  # 1.00 fixed + 50 % of 20.00
+
+
+def test_holds_are_partitioned_and_a_balance_sums_them(redis_client, settings):
+    """Each partition has its own held ledger and due set (hash tag {pN}); a user's
+    points and held points are summed over every partition."""
+    from storage.keys import Keys
+    from storage.redis_client import ensure_groups
+    from storage.repositories import Store
+
+    settings = settings.with_overrides(partitions=4)
+    keys = Keys(settings.namespace, 4)
+    ensure_groups(redis_client, keys)
+    store = Store(redis_client, keys)
+    store.add_offer(Offer.build("HELD", revshare=80, hold="1h"))
+    add_partner(store, "PUB")
+    sources = {}
+    for i in range(100):
+        source = f"source-key-{i:04d}-abcdefgh"
+        sources.setdefault(keys.partition_of(source), source)
+    assert len(sources) >= 2
+    for n, source in sources.items():
+        add_click(store, f"CLK-{n}", "HELD")
+        post(redis_client, keys, source=source, click_id=f"CLK-{n}", payout="1.00")
+    worker = Matcher(redis_client, settings, consumer="m4")
+    drain(worker)
+    for n in sources:
+        assert redis_client.hget(keys.held(n), "u1") == "80"
+        assert redis_client.zcard(keys.holds_due(n)) == 1
+        assert keys.holds_due(n).startswith(f"{settings.namespace}:{{p{n}}}:")
+    total = format_cents(80 * len(sources))
+    assert balances(store) == ("0.00", total)
+    assert release(redis_client, keys, worker, after_s=HOLD_S + 1) == len(sources)
+    assert balances(store) == (total, "0.00")
