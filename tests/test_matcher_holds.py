@@ -230,3 +230,20 @@ def test_holds_are_partitioned_and_a_balance_sums_them(redis_client, settings):
     assert balances(store) == ("0.00", total)
     assert release(redis_client, keys, worker, after_s=HOLD_S + 1) == len(sources)
     assert balances(store) == (total, "0.00")
+
+
+def test_a_broken_due_set_is_logged_and_does_not_stop_the_others(
+    held, matcher, redis_client, keys, caplog
+):
+    add_click(held, "CLK-1", "HELD")
+    post(redis_client, keys, click_id="CLK-1", payout="5.00", transaction_id="T1")
+    drain(matcher)
+    conversion = the_conversion(redis_client, keys, held)
+    n = keys.partition_of(SOURCE)
+    redis_client.hset(keys.conversion(n, conversion["conversion_id"]), "held_cents", "x")
+    assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 0
+    assert "malformed amount" in caplog.text
+    assert balances(held) == ("0.00", "4.00")  # nothing half-done
+    redis_client.hset(keys.conversion(n, conversion["conversion_id"]), "held_cents", "400")
+    assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 1
+    assert balances(held) == ("4.00", "0.00")
