@@ -9,13 +9,10 @@ entry ID is the ``log_id``.
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 
 import falcon
 import orjson
-import redis
-from redis.exceptions import NoScriptError
 
 from core.postback import (
     MAX_BATCH_BODY,
@@ -34,7 +31,6 @@ from edge import metrics
 from edge.client_ip import client_ip, ip_allowed
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
-from storage.scripts import Scripts
 
 SOURCE_KEY = re.compile(r"^[A-Za-z0-9_\-]{16,128}$")
 _ACCEPTED_HEAD = b'{"status":"success","message":"Postback received","log_id":"'
@@ -47,57 +43,11 @@ def accepted_body(log_id: str) -> bytes:
     return _ACCEPTED_HEAD + log_id.encode() + _ACCEPTED_TAIL
 
 
-class ThreadScript:
-    """EVALSHA of one Lua script over a connection each thread keeps for itself.
-
-    The hot path's only Redis call. Keeping the connection per thread skips the pool's
-    lock and bookkeeping (about 20 us a request, measured). Any error but NOSCRIPT drops
-    the connection, so a half-read reply is never read by the next request, and the next
-    call connects again: the edge recovers by itself when Redis is back. A failed write
-    is never repeated (it may have run); NOSCRIPT ran nothing, so loading and repeating
-    is safe.
-    """
-
-    def __init__(self, client: redis.Redis, scripts: Scripts, name: str) -> None:
-        self.pool = client.connection_pool
-        self.text = scripts.source(name)
-        self.sha = scripts.sha(name)
-        self.local = threading.local()
-
-    def __call__(self, keys: tuple, args: tuple):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            # Held for the thread's life (waitress threads live as long as the server).
-            conn = self.local.conn = self.pool.get_connection()
-        elif conn._sock is not None:
-            # A socket Redis closed (a restart) reads as ready: reconnect now rather than
-            # fail this request. Sending first would not tell: the write may still pass.
-            try:
-                stale = conn.can_read()
-            except redis.ConnectionError:
-                stale = True
-            if stale:
-                conn.disconnect()
-        try:
-            try:
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
-            except NoScriptError:
-                conn.send_command("SCRIPT", "LOAD", self.text)
-                conn.read_response()
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
-        except BaseException:
-            conn.disconnect()
-            raise
-
-
 class Ingest:
     """Source check, IP check and stream write: one round trip in the steady state."""
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
-        self.script = ThreadScript(ctx.redis, ctx.scripts, "ingest")
 
     def write(self, key: str, ip: str, method: str, entries: list[bytes]) -> tuple[str, list[str]]:
         """Append ``entries`` (params JSON) for source ``key``; return (source name, log_ids).
@@ -117,7 +67,9 @@ class Ingest:
             for _ in range(3):
                 allow = ctx.allow_cache.get(key, "")
                 allowed = "1" if ip_allowed(ip, allow) else "0"
-                reply = self.script(redis_keys, (key, allow, allowed, method, ip, *entries))
+                reply = ctx.scripts.run(
+                    ctx.redis, "ingest", redis_keys, (key, allow, allowed, method, ip, *entries)
+                )
                 outcome = reply[0]
                 if outcome == "ok":
                     return reply[1], reply[2:]
