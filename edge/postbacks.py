@@ -27,7 +27,7 @@ from core.postback import (
     validate,
     validate_item,
 )
-from edge import metrics
+from edge import metrics, throttle
 from edge.client_ip import client_ip, ip_allowed
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
@@ -57,7 +57,7 @@ class Ingest:
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
             metrics.count_refused("unknown_key")
-            raise falcon.HTTPNotFound(description=_INVALID_KEY)
+            throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
         redis_keys = (ctx.keys.source(key), ctx.keys.input_stream(ctx.keys.partition_of(key)))
         try:
             if not ctx.groups_ready:
@@ -84,14 +84,16 @@ class Ingest:
                     raise falcon.HTTPForbidden(
                         description=f"caller IP {ip} is not in this source's allow-list"
                     )
-                metrics.count_refused("unknown_key")
-                raise falcon.HTTPNotFound(description=_INVALID_KEY)
+                break  # "unknown": no such source, or inactive
+            else:
+                raise falcon.HTTPServiceUnavailable(
+                    description="source settings changing, retry later", retry_after=1
+                )
         except UNAVAILABLE:
             metrics.count_refused("unavailable")
             raise
-        raise falcon.HTTPServiceUnavailable(
-            description="source settings changing, retry later", retry_after=1
-        )
+        metrics.count_refused("unknown_key")
+        throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
 
 
 def caller_ip(req: falcon.Request, ctx: EdgeContext) -> str:

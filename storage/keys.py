@@ -135,6 +135,10 @@ class Keys:
         """String with a TTL: whoever sets it (NX) sends the next probe."""
         return f"{self.ns}:partner-probe:{partner_id}"
 
+    def throttle(self, kind: str, ip: str) -> str:
+        """Counter with a TTL: refused guesses (``kind`` key or admin) from ``ip`` this minute."""
+        return f"{self.ns}:throttle:{kind}:{ip}"
+
     def pattern(self) -> str:
         """Glob matching every key of this namespace (tests clean up with it)."""
         return f"{self.ns}:*"
