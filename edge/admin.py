@@ -27,7 +27,6 @@ from processors.payload import build_payload
 from scripts import lag
 from storage import logs
 from storage.formats import OUTCOMES
-from storage.repositories import NotFound
 
 #: Most log entries one page request reads (to count the total); past it the answer
 #: says ``"truncated": true`` and counts only the newest entries of the window.
@@ -232,14 +231,7 @@ class User(AdminResource):
 @falcon.before(authorize)
 class Conversion(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, conversion_id: str) -> None:
-        conversion = self.ctx.store.get_conversion(conversion_id)
-        source_key = conversion.pop("source", "")
-        try:
-            conversion["source"] = self.ctx.store.get_source(source_key).name
-        except NotFound:
-            conversion["source"] = ""
-        conversion["source_key"] = logs.mask_key(source_key)
-        resp.media = conversion
+        resp.media = logs.shown_conversion(self.ctx.store, conversion_id)
 
 
 def register(app: falcon.App, ctx: EdgeContext) -> None:
