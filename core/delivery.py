@@ -37,6 +37,7 @@ import orjson
 import requests
 from requests.utils import requote_uri
 
+from core.dialects import PartnerDialect
 from storage.formats import LATENCY_BUCKETS_MS
 
 MACROS = (
@@ -147,19 +148,29 @@ def build_request(
     *,
     secret: str = "",
     now: float | None = None,
+    dialect: PartnerDialect | None = None,
 ) -> DeliveryRequest:
     """The request for one delivery (SPEC §5).
 
     GET appends the payload as query parameters after any the partner URL already has; a
     parameter the partner URL already names (usually through a macro) is not sent twice.
     POST sends the payload as a JSON body. Empty values are left out either way.
+
+    A partner's ``dialect`` maps the status value first (so the ``{status}`` macro, the
+    query and the body all carry the partner's value), then renames the parameters of
+    the query and the body; macros keep their names (``{click_id}``). The signature is
+    computed over the result: what is actually sent.
     """
     method = method.upper()
     fields = {k: v for k, v in payload.items() if v is not None and v != ""}
+    if dialect:
+        fields = dialect.map_status(fields)
     if "{" in partner_url:
         url, query, present = _split_url(fill_macros(partner_url, fields))
     else:
         url, query, present = _split_partner_url(partner_url)
+    if dialect:
+        fields = dialect.rename(fields)
     headers: dict[str, str] = {}
     body: bytes | None = None
     if method == "GET":

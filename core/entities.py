@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+import orjson
+
 from core.money import AmountError, format_cents, parse_amount, parse_percent, to_cents
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
@@ -123,6 +125,77 @@ def check_partner_url(value: object, *, allow_private: bool = False) -> str:
     return url
 
 
+def check_payout_model(field_name: str, revshare: object, fixed: object) -> dict[str, str]:
+    """``{"revshare": "50"}`` or ``{"fixed": "1.00"}``: exactly one, validated."""
+    if (revshare is None) == (fixed is None):
+        raise ValidationError(
+            field_name, "give exactly one of revshare (percent) or fixed (amount)"
+        )
+    if revshare is not None:
+        try:
+            return {"revshare": str(parse_percent(revshare))}
+        except AmountError as exc:
+            raise ValidationError(
+                "revshare" if field_name == "payout" else f"{field_name}.revshare", str(exc)
+            ) from None
+    try:
+        return {"fixed": format_cents(to_cents(parse_amount(fixed)))}
+    except AmountError as exc:
+        raise ValidationError(
+            "fixed" if field_name == "payout" else f"{field_name}.fixed", str(exc)
+        ) from None
+
+
+def check_goal_name(goal: object) -> str:
+    """A goal's name as offers keep it: an id, lower case."""
+    return check_id("goal", goal.strip() if isinstance(goal, str) else goal).lower()
+
+
+def check_goals(goals: object) -> dict[str, dict[str, str]]:
+    """``{"install": {"fixed": "1.00"}, "purchase": {"revshare": "50"}}`` (SPEC §7)."""
+    if goals is None or goals == {}:
+        return {}
+    if not isinstance(goals, dict):
+        raise ValidationError("goals", 'must be an object such as {"install": {"fixed": "1.00"}}')
+    out: dict[str, dict[str, str]] = {}
+    for goal, model in goals.items():
+        name = check_goal_name(goal)
+        if name in out:
+            raise ValidationError("goals", f"goal {name!r} given twice")
+        if not isinstance(model, dict) or set(model) - {"revshare", "fixed"}:
+            raise ValidationError(
+                f"goals.{name}", 'must be {"revshare": PERCENT} or {"fixed": AMOUNT}'
+            )
+        out[name] = check_payout_model(f"goals.{name}", model.get("revshare"), model.get("fixed"))
+    return out
+
+
+_DURATION = re.compile(r"^(\d{1,9})\s*([dhms]?)$")
+_UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
+MAX_HOLD_S = 366 * 86400
+
+
+def parse_hold(value: object, field_name: str = "hold_s") -> int:
+    """A hold period in seconds: a whole number of seconds, or ``7d``, ``12h``, ``30m``, ``45s``.
+
+    >>> parse_hold("7d"), parse_hold(90), parse_hold("")
+    (604800, 90, 0)
+    """
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValidationError(field_name, "must be a whole number of seconds or like 7d, 12h")
+    match = _DURATION.match(str(value).strip().lower())
+    if not match:
+        raise ValidationError(
+            field_name, f"{value!r} is not a duration such as 7d, 12h, 30m or 45s"
+        )
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds > MAX_HOLD_S:
+        raise ValidationError(field_name, "must be at most 366 days")
+    return seconds
+
+
 def new_source_key() -> str:
     """24 random URL-safe characters."""
     return secrets.token_urlsafe(18)
@@ -138,6 +211,13 @@ def _flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes")
 
 
+def _dialect(kind: str, params: object, status_map: object):
+    """A validated source or partner dialect (``core.dialects`` builds on this module)."""
+    from core.dialects import PartnerDialect, SourceDialect
+
+    return (SourceDialect if kind == "source" else PartnerDialect).build(params, status_map)
+
+
 @dataclass
 class Source:
     key: str
@@ -146,9 +226,21 @@ class Source:
     allow: list[str] = field(default_factory=list)
     secret: str = ""
     created: int = 0
+    #: Parameter aliases ``{field: name the source sends}`` and status map ``{value: status}``.
+    params: dict[str, str] = field(default_factory=dict)
+    status_map: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, *, name: str, key: str | None = None, allow_ip=(), secret: str = "") -> Source:
+    def build(
+        cls,
+        *,
+        name: str,
+        key: str | None = None,
+        allow_ip=(),
+        secret: str = "",
+        params: object = None,
+        status_map: object = None,
+    ) -> Source:
         if not name or not str(name).strip():
             raise ValidationError("name", "required")
         if key is None:
@@ -157,9 +249,22 @@ class Source:
             raise ValidationError(
                 "key", "at least 16 URL-safe characters (letters, digits, '-', '_')"
             )
+        dialect = _dialect("source", params, status_map)
         return cls(
-            key=key, name=str(name).strip(), allow=check_networks(list(allow_ip)), secret=secret
+            key=key,
+            name=str(name).strip(),
+            allow=check_networks(list(allow_ip)),
+            secret=secret,
+            params=dialect.params,
+            status_map=dialect.status_map,
         )
+
+    @property
+    def dialect(self):
+        """The source's :class:`core.dialects.SourceDialect`."""
+        from core.dialects import SourceDialect
+
+        return SourceDialect(self.params, self.status_map)
 
     def to_redis(self) -> dict[str, str]:
         return {
@@ -169,6 +274,9 @@ class Source:
             "allow": ",".join(self.allow),
             "secret": self.secret,
             "created": str(self.created),
+            # One field, canonical JSON, "" for none: the ingest script compares it with
+            # the edge's cached copy (storage/lua/ingest.lua).
+            "dialect": self.dialect.to_json(),
         }
 
     @classmethod
@@ -180,11 +288,20 @@ class Source:
             allow=[a for a in data.get("allow", "").split(",") if a],
             secret=data.get("secret", ""),
             created=int(data.get("created") or 0),
+            **_dialect_fields(data.get("dialect")),
         )
 
     def public(self) -> dict:
         """The fields shown by ``--json`` and the admin API (the secret stays hidden)."""
         return _without_secret(self)
+
+
+def _dialect_fields(text: str | None) -> dict:
+    data = orjson.loads(text) if text else {}
+    return {
+        "params": dict(data.get("params") or {}),
+        "status_map": dict(data.get("status_map") or {}),
+    }
 
 
 @dataclass
@@ -199,6 +316,11 @@ class Offer:
     window_days: int = 30
     active: bool = True
     created: int = 0
+    #: Per-goal payout models, ``{goal: {"revshare": "50"} | {"fixed": "1.00"}}`` (goal
+    #: names lower case: a postback's ``goal`` is looked up case-insensitively).
+    goals: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Seconds an approval's points are held before they are credited; 0 = none.
+    hold_s: int = 0
 
     @classmethod
     def build(
@@ -211,25 +333,20 @@ class Offer:
         url: str = "",
         window_days: object = 30,
         name: str = "",
+        goals: object = None,
+        hold_s: object = 0,
+        hold: object = None,
     ) -> Offer:
         check_id("offer_id", offer_id)
-        if (revshare is None) == (fixed is None):
-            raise ValidationError(
-                "payout", "give exactly one of revshare (percent) or fixed (amount)"
-            )
+        model = check_payout_model("payout", revshare, fixed)
         offer = cls(offer_id=offer_id, name=name or offer_id, currency=check_currency(currency))
-        if revshare is not None:
-            try:
-                offer.revshare_percent = parse_percent(revshare)
-            except AmountError as exc:
-                raise ValidationError("revshare", str(exc)) from None
-            offer.payout_model = "revshare"
+        offer.payout_model = next(iter(model))
+        if "revshare" in model:
+            offer.revshare_percent = Decimal(model["revshare"])
         else:
-            try:
-                offer.fixed_cents = to_cents(parse_amount(fixed))
-            except AmountError as exc:
-                raise ValidationError("fixed", str(exc)) from None
-            offer.payout_model = "fixed"
+            offer.fixed_cents = to_cents(Decimal(model["fixed"]))
+        offer.goals = check_goals(goals)
+        offer.hold_s = parse_hold(hold, "hold") if hold is not None else parse_hold(hold_s)
         if url:
             offer.url = check_http_url("url", url)
         try:
@@ -252,7 +369,19 @@ class Offer:
             "window_days": str(self.window_days),
             "active": "1" if self.active else "0",
             "created": str(self.created),
+            "goals": orjson.dumps(self.goals, option=orjson.OPT_SORT_KEYS).decode()
+            if self.goals
+            else "",
+            "hold_s": str(self.hold_s),
         }
+
+    def with_goal(self, goal: str, *, revshare: object = None, fixed: object = None) -> Offer:
+        """This offer with ``goal``'s own payout model set (replacing any it had)."""
+        name = check_goal_name(goal)
+        goals = dict(self.goals)
+        goals[name] = check_payout_model(f"goals.{name}", revshare, fixed)
+        self.goals = goals
+        return self
 
     @classmethod
     def from_redis(cls, data: dict[str, str]) -> Offer:
@@ -269,6 +398,8 @@ class Offer:
             window_days=int(data.get("window_days") or 30),
             active=_flag(data.get("active", "0")),
             created=int(data.get("created") or 0),
+            goals=orjson.loads(data["goals"]) if data.get("goals") else {},
+            hold_s=int(data.get("hold_s") or 0),
         )
 
     def public(self) -> dict:
@@ -281,6 +412,8 @@ class Offer:
             "currency": self.currency,
             "url": self.url,
             "window_days": self.window_days,
+            "goals": self.goals,
+            "hold_s": self.hold_s,
             "active": self.active,
             "created": self.created,
         }
@@ -298,6 +431,9 @@ class Partner:
     active: bool = True
     allow_private: bool = False
     created: int = 0
+    #: The partner's own names ``{field: name}`` and status values ``{status: value}``.
+    params: dict[str, str] = field(default_factory=dict)
+    status_map: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -311,6 +447,8 @@ class Partner:
         name: str = "",
         email: str = "",
         allow_private: bool = False,
+        params: object = None,
+        status_map: object = None,
     ) -> Partner:
         check_id("partner_id", partner_id)
         method = str(method or "GET").upper()
@@ -321,7 +459,10 @@ class Partner:
             raise ValidationError("scope", "must be own or all")
         if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
             raise ValidationError("email", f"{email!r} is not an email address")
+        dialect = _dialect("partner", params, status_map)
         return cls(
+            params=dialect.params,
+            status_map=dialect.status_map,
             partner_id=partner_id,
             url=check_partner_url(url, allow_private=allow_private),
             name=name or partner_id,
@@ -344,7 +485,15 @@ class Partner:
             "active": "1" if self.active else "0",
             "allow_private": "1" if self.allow_private else "0",
             "created": str(self.created),
+            "dialect": self.dialect.to_json(),
         }
+
+    @property
+    def dialect(self):
+        """The partner's :class:`core.dialects.PartnerDialect`."""
+        from core.dialects import PartnerDialect
+
+        return PartnerDialect(self.params, self.status_map)
 
     @classmethod
     def from_redis(cls, data: dict[str, str]) -> Partner:
@@ -359,6 +508,7 @@ class Partner:
             active=_flag(data.get("active", "0")),
             allow_private=_flag(data.get("allow_private", "0")),
             created=int(data.get("created") or 0),
+            **_dialect_fields(data.get("dialect")),
         )
 
     def public(self) -> dict:

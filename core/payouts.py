@@ -63,6 +63,38 @@ class PayoutRule:
             return self.fixed_cents
         return partner_share_cents(upstream_cents, self.scaled_percent)
 
+    @classmethod
+    def from_model(cls, model: dict[str, str]) -> PayoutRule:
+        """A rule from an offer goal's model, ``{"revshare": "50"}`` or ``{"fixed": "1.00"}``."""
+        if "fixed" in model:
+            return cls.fixed(to_cents(Decimal(model["fixed"])))
+        return cls.revshare(Decimal(model["revshare"]))
+
+
+@dataclass(frozen=True)
+class OfferPayouts:
+    """An offer's payout rules: its own, and one per goal that has its own model.
+
+    >>> payouts = OfferPayouts(PayoutRule.revshare(Decimal(80)), {"install": PayoutRule.fixed(100)})
+    >>> payouts.rule("install").partner_cents(999), payouts.rule("purchase").partner_cents(1000)
+    (100, 800)
+    """
+
+    default: PayoutRule
+    goals: dict[str, PayoutRule]
+
+    @classmethod
+    def for_offer(cls, offer: Offer) -> OfferPayouts:
+        goals = {name: PayoutRule.from_model(model) for name, model in offer.goals.items()}
+        return cls(PayoutRule.for_offer(offer), goals)
+
+    def rule(self, goal: str | None) -> PayoutRule:
+        """The goal's own rule where the offer has one (goal names are matched trimmed and
+        case-insensitively), else the offer's."""
+        if goal and self.goals:
+            return self.goals.get(goal.strip().lower(), self.default)
+        return self.default
+
 
 def partner_share_cents(upstream_cents: int, scaled_percent: int) -> int:
     """``upstream × percent / 100`` half-up to the cent, with ``scaled_percent = percent × 10⁴``.
@@ -76,9 +108,10 @@ def partner_share_cents(upstream_cents: int, scaled_percent: int) -> int:
     return (2 * numerator + _DIVISOR) // (2 * _DIVISOR)
 
 
-def partner_payout_cents(offer: Offer, upstream_cents: int) -> int:
-    """The partner's payout in cents for ``offer`` given the upstream payout in cents."""
-    return PayoutRule.for_offer(offer).partner_cents(upstream_cents)
+def partner_payout_cents(offer: Offer, upstream_cents: int, goal: str = "") -> int:
+    """The partner's payout in cents for ``offer`` (and the postback's ``goal``) given the
+    upstream payout in cents."""
+    return OfferPayouts.for_offer(offer).rule(goal).partner_cents(upstream_cents)
 
 
 def upstream_cents(text: str) -> int:

@@ -231,7 +231,12 @@ class User(AdminResource):
 @falcon.before(authorize)
 class Conversion(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, conversion_id: str) -> None:
-        resp.media = logs.shown_conversion(self.ctx.store, conversion_id)
+        resp.media = conversion_view(self.ctx, conversion_id)
+
+
+def conversion_view(ctx: EdgeContext, conversion_id: str) -> dict:
+    """A conversion for people: its source by name, the key cut to its last four characters."""
+    return logs.shown_conversion(ctx.store, conversion_id)
 
 
 def register(app: falcon.App, ctx: EdgeContext) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 import falcon
 
+from core.dialects import SourceDialect
 from core.entities import Offer, Partner, Source, ValidationError, check_networks
 from core.money import format_cents
 from edge.admin_auth import AdminResource, authorize, bool_param
@@ -97,12 +98,14 @@ class Sources(AdminResource):
         resp.media = _listing(req, self.ctx.store.list_sources(), "sources")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = json_body(req, ("name", "key", "allow_ip", "allow", "secret"))
+        body = json_body(req, ("name", "key", "allow_ip", "allow", "secret", *DIALECT_FIELDS))
         source = Source.build(
             name=body.get("name", ""),
             key=body.get("key"),
             allow_ip=_allow_ip_of(body) or [],
             secret=body.get("secret", ""),
+            params=body.get("params"),
+            status_map=body.get("status_map"),
         )
         _add(self.ctx.store.add_source, source)
         _created(resp, f"/api/admin/sources/{source.key}", source)
@@ -119,7 +122,7 @@ class SourceItem(_Activation):
         resp.media = self._get(key).public()
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        body = json_body(req, ("name", "allow_ip", "allow", "secret", "active"))
+        body = json_body(req, ("name", "allow_ip", "allow", "secret", "active", *DIALECT_FIELDS))
         changes: dict = {}
         if "name" in body:
             if not body["name"].strip():
@@ -130,7 +133,13 @@ class SourceItem(_Activation):
             changes["allow"] = check_networks(allow)
         if "secret" in body:
             changes["secret"] = body["secret"]
-        self._get(key)  # 404 before any write
+        current = self._get(key)  # 404 before any write
+        if any(name in body for name in DIALECT_FIELDS):
+            # Each given object replaces the source's; the other is kept.
+            dialect = SourceDialect.build(
+                body.get("params", current.params), body.get("status_map", current.status_map)
+            )
+            changes["params"], changes["status_map"] = dialect.params, dialect.status_map
         if changes:
             self.ctx.store.update_source(key, **changes)
         if "active" in body:
@@ -138,7 +147,9 @@ class SourceItem(_Activation):
         resp.media = self._get(key).public()
 
 
-OFFER_FIELDS = ("name", "revshare", "fixed", "currency", "url", "window_days")
+OFFER_FIELDS = ("name", "revshare", "fixed", "currency", "url", "window_days", "goals", "hold_s")
+#: Aliases and status maps of sources and partners (core.dialects), replaced as a whole.
+DIALECT_FIELDS = ("params", "status_map")
 
 
 @falcon.before(authorize)
@@ -174,6 +185,8 @@ class OfferItem(_Activation):
             "currency": current.currency,
             "url": current.url,
             "window_days": current.window_days,
+            "goals": current.goals,
+            "hold_s": current.hold_s,
         }
         # Switching payout model: the one given replaces the other.
         if "revshare" in body and "fixed" not in body:
@@ -188,7 +201,16 @@ class OfferItem(_Activation):
         resp.media = self._get(offer_id).public()
 
 
-PARTNER_FIELDS = ("url", "method", "scope", "secret", "name", "email", "allow_private")
+PARTNER_FIELDS = (
+    "url",
+    "method",
+    "scope",
+    "secret",
+    "name",
+    "email",
+    "allow_private",
+    *DIALECT_FIELDS,
+)
 
 
 @falcon.before(authorize)

@@ -26,6 +26,9 @@ RESOURCE_MODULES = (
     "edge.health",
     "edge.admin",
     "edge.admin_config",
+    "edge.admin_deadletters",
+    "edge.admin_story",
+    "edge.admin_page",
     "edge.metrics",
     "edge.openapi",
 )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import redis
 
 from core.config import Settings
+from core.dialects import SourceDialect
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, connect, ensure_groups
 from storage.repositories import Store
@@ -26,6 +27,9 @@ class EdgeContext:
     #: source key → its allow-list string as last seen in Redis; a key absent here means
     #: "any IP". The ingest script says when an entry is stale, so changes apply at once.
     allow_cache: dict[str, str] = field(default_factory=dict)
+    #: source key → (its dialect as stored, parsed), for sources with aliases or a status
+    #: map; kept fresh the same way (the script compares the stored text).
+    dialect_cache: dict[str, tuple[str, SourceDialect]] = field(default_factory=dict)
     groups_ready: bool = False
 
     @classmethod

@@ -88,6 +88,43 @@ def _admin(summary: str, responses: dict, *, parameters=(), body: dict | None = 
 
 
 # -- schemas ----------------------------------------------------------------------------------
+_STATUSES = ["approved", "pending", "rejected", "test"]
+_NAME_MAP = {"type": "object", "additionalProperties": STR}
+SOURCE_PARAMS = {
+    **_NAME_MAP,
+    "description": "aliases: our field -> the name the source sends, e.g. "
+    '{"click_id": "aff_sub"}; replaced as a whole by PATCH',
+}
+SOURCE_STATUS_MAP = {
+    "type": "object",
+    "additionalProperties": {"type": "string", "enum": _STATUSES},
+    "description": 'status values the source sends -> ours, e.g. {"1": "approved"}',
+}
+PARTNER_PARAMS = {
+    **_NAME_MAP,
+    "description": 'our field -> the name the partner wants, e.g. {"click_id": "subid"}',
+}
+PARTNER_STATUS_MAP = {
+    **_NAME_MAP,
+    "description": 'our status -> the value the partner wants, e.g. {"approved": "1"}',
+}
+GOALS = {
+    "type": "object",
+    "additionalProperties": {
+        "oneOf": [
+            _obj({"revshare": {"type": ["string", "number"]}}, ["revshare"]),
+            _obj({"fixed": {"type": ["string", "number"]}}, ["fixed"]),
+        ]
+    },
+    "description": 'per-goal payout models, e.g. {"install": {"fixed": "1.00"}, '
+    '"purchase": {"revshare": "50"}}',
+}
+HOLD_S = {
+    "type": "integer",
+    "minimum": 0,
+    "description": "seconds an approval's points are held before they are credited; 0 = none",
+}
+
 SCHEMAS = {
     "Error": _obj({"status": {"const": "error"}, "error": STR}, ["status", "error"]),
     "Accepted": _obj(
@@ -191,6 +228,8 @@ SCHEMAS = {
             "allow": {"type": "array", "items": STR},
             "has_secret": BOOL,
             "created": INT,
+            "params": SOURCE_PARAMS,
+            "status_map": SOURCE_STATUS_MAP,
         }
     ),
     "SourceInput": _obj(
@@ -199,6 +238,8 @@ SCHEMAS = {
             "key": {"type": "string", "description": "optional; generated when absent"},
             "allow_ip": {"type": "array", "items": STR},
             "secret": STR,
+            "params": SOURCE_PARAMS,
+            "status_map": SOURCE_STATUS_MAP,
             "active": {"type": "boolean", "description": "PATCH only"},
         }
     ),
@@ -212,6 +253,8 @@ SCHEMAS = {
             "currency": STR,
             "url": STR,
             "window_days": INT,
+            "goals": GOALS,
+            "hold_s": HOLD_S,
             "active": BOOL,
             "created": INT,
         }
@@ -225,6 +268,8 @@ SCHEMAS = {
             "currency": STR,
             "url": STR,
             "window_days": INT,
+            "goals": GOALS,
+            "hold_s": HOLD_S,
             "active": {"type": "boolean", "description": "PATCH only"},
         }
     ),
@@ -240,6 +285,8 @@ SCHEMAS = {
             "allow_private": BOOL,
             "has_secret": BOOL,
             "created": INT,
+            "params": PARTNER_PARAMS,
+            "status_map": PARTNER_STATUS_MAP,
         }
     ),
     "PartnerInput": _obj(
@@ -252,6 +299,8 @@ SCHEMAS = {
             "name": STR,
             "email": STR,
             "allow_private": BOOL,
+            "params": PARTNER_PARAMS,
+            "status_map": PARTNER_STATUS_MAP,
             "active": {"type": "boolean", "description": "PATCH only"},
         }
     ),
@@ -532,7 +581,18 @@ def build_document() -> dict:
             "parameters": [_path("user_id", "the user")],
             "get": _admin(
                 "A user's points balance",
-                {"200": _json(_obj({"user_id": STR, "points": AMOUNT}), "Balance")},
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "user_id": STR,
+                                "points": {**AMOUNT, "description": "spendable now"},
+                                "held": {**AMOUNT, "description": "held until holds end"},
+                            }
+                        ),
+                        "Balance",
+                    )
+                },
             ),
         },
         "/api/admin/conversions/{conversion_id}": {
@@ -545,6 +605,7 @@ def build_document() -> dict:
         **_entity_paths("sources", "source", "key", "the source's key"),
         **_entity_paths("offers", "offer", "offer_id", "the offer"),
         **_entity_paths("partners", "partner", "partner_id", "the partner"),
+        **admin_page_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -556,8 +617,177 @@ def build_document() -> dict:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **ADMIN_PAGE_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+# -- the admin page and what it reads (edge.admin_page, admin_deadletters, admin_story) ------
+ADMIN_PAGE_SCHEMAS = {
+    "DeadLetter": _obj(
+        {
+            "id": {"type": "string", "description": "the entry id replay takes"},
+            "partition": INT,
+            "kind": {"type": "string", "enum": ["delivery", "postback"]},
+            "partner_id": STR,
+            "partner_name": STR,
+            "log_id": STR,
+            "conversion_id": STR,
+            "error": STR,
+            "time": {"type": "string", "format": "date-time"},
+            "time_ms": INT,
+            "attempt": {"type": ["integer", "null"]},
+            "payload": ANY_OBJECT,
+            "data": {
+                "description": "the job, or the postback's fields (source by name, key masked)"
+            },
+        },
+        ["id", "kind", "partner_id", "error", "time_ms"],
+    ),
+    "ReplayRequest": {
+        "oneOf": [
+            _obj(
+                {"ids": {"type": "array", "items": STR, "minItems": 1, "maxItems": 1000}},
+                ["ids"],
+                additionalProperties=False,
+            ),
+            _obj(
+                {"partner": {"type": "string", "minLength": 1}},
+                ["partner"],
+                additionalProperties=False,
+            ),
+        ]
+    },
+    "ReplayResult": _obj(
+        {
+            "status": {"const": "success"},
+            "replayed": INT,
+            "ids": {"type": "array", "items": STR},
+            "not_found": {"type": "array", "items": STR},
+            "partner": STR,
+        },
+        ["status", "replayed"],
+    ),
+    "PostbackStory": _obj(
+        {
+            "postback": {"oneOf": [_ref("ReceivedLog"), {"type": "null"}]},
+            "conversion": {"oneOf": [ANY_OBJECT, {"type": "null"}]},
+            "deliveries": {"type": "array", "items": _ref("ForwardedLog")},
+        },
+        ["postback", "conversion", "deliveries"],
+    ),
+}
+
+
+def admin_page_paths() -> dict:
+    html = {"description": "The page", "content": {"text/html": {"schema": STR}}}
+    return {
+        "/admin": {
+            "get": {
+                "tags": ["admin page"],
+                "summary": "The admin page for people (needs no token; its calls do)",
+                "responses": {"200": html},
+            }
+        },
+        "/admin/{name}": {
+            "parameters": [_path("name", "admin.js or admin.css")],
+            "get": {
+                "tags": ["admin page"],
+                "summary": "The admin page's script and style sheet",
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            "text/javascript": {"schema": STR},
+                            "text/css": {"schema": STR},
+                        },
+                    },
+                    "404": _error("No such file"),
+                },
+            },
+        },
+        "/api/admin/dead-letters": {
+            "get": _admin(
+                "Dead letters of every partition, newest first",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "dead_letters": {"type": "array", "items": _ref("DeadLetter")},
+                                "page": INT,
+                                "pages": INT,
+                                "total": INT,
+                                "truncated": BOOL,
+                            },
+                            ["dead_letters", "page", "pages", "total"],
+                        ),
+                        "One page",
+                    ),
+                    "400": _error("A bad query parameter (named)"),
+                },
+                parameters=[PARTNER, PAGE, PER_PAGE],
+            )
+        },
+        "/api/admin/dead-letters/replay": {
+            "post": _admin(
+                "Put dead letters back to work, by id or every one of a partner",
+                {
+                    "200": _json(_ref("ReplayResult"), "How many were replayed"),
+                    "400": _error("Neither ids nor partner, or a bad id (named)"),
+                },
+                body=_ref("ReplayRequest"),
+            )
+        },
+        "/api/admin/postbacks/{log_id}": {
+            "parameters": [_path("log_id", "the log_id the edge answered")],
+            "get": _admin(
+                "A postback's story: received entry, conversion, every delivery attempt",
+                {
+                    "200": _json(_ref("PostbackStory"), "The story"),
+                    "400": _error("log_id is not a log id"),
+                    "404": _error("Not in the logs (not matched yet, or trimmed)"),
+                },
+            ),
+        },
+        "/api/admin/conversions/{conversion_id}/deliveries": {
+            "parameters": [_path("conversion_id", "the conversion")],
+            "get": _admin(
+                "A conversion and every delivery attempt of its events",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "conversion": ANY_OBJECT,
+                                "deliveries": {"type": "array", "items": _ref("ForwardedLog")},
+                            },
+                            ["conversion", "deliveries"],
+                        ),
+                        "The conversion and its attempts",
+                    ),
+                    "404": _error("Unknown conversion"),
+                },
+            ),
+        },
+        "/api/admin/lag": {
+            "get": _admin(
+                "Each consumer group's lag and pending now, retry queue, dead letters, paused partners",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "groups": {"type": "array", "items": _ref("StreamGroup")},
+                                "retry_queue": INT,
+                                "dead_letters": INT,
+                                "paused_partners": {"type": "array", "items": ANY_OBJECT},
+                                "time_ms": INT,
+                            },
+                            ["groups", "retry_queue", "dead_letters", "paused_partners", "time_ms"],
+                        ),
+                        "The lag report",
+                    )
+                },
+            )
         },
     }
 

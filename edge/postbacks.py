@@ -1,19 +1,29 @@
 """``/postback/{key}`` and ``/postback/{key}/batch``: take postbacks in (SPEC §3).
 
-A postback is validated in-process (``core.postback``), then one EVALSHA of
-``ingest.lua`` checks the source key and the caller's IP and appends the entry to the
-source's input stream. The answer is sent only after that write succeeded; its stream
-entry ID is the ``log_id``.
+A postback is read in the source's dialect (aliases, status map: ``core.dialects``) and
+validated in-process (``core.postback``), then one EVALSHA of ``ingest.lua`` checks the
+source key, the caller's IP and that the cached dialect is the stored one, and appends
+the entry to the source's input stream. The answer is sent only after that write
+succeeded; its stream entry ID is the ``log_id``.
+
+Each edge process caches every source's allow-list and dialect; the script compares
+them with Redis's and answers "stale" (writing nothing) when they differ, so a change
+takes effect on the next postback, on every process, at no extra round trip. A postback
+that fails validation under the cached dialect costs one key check (a script call
+with no entries) to make sure the dialect it was read in is current.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 import falcon
 import orjson
+import redis
 
+from core.dialects import SourceDialect
 from core.postback import (
     MAX_BATCH_BODY,
     MAX_SINGLE_BODY,
@@ -50,10 +60,14 @@ class Ingest:
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
 
-    def write(self, key: str, ip: str, method: str, entries: list[bytes]) -> tuple[str, list[str]]:
-        """Append ``entries`` (params JSON) for source ``key``; return (source name, log_ids).
+    def write(
+        self, key: str, ip: str, method: str, prepare: Callable[[SourceDialect], list[bytes]]
+    ) -> tuple[str, list[str]]:
+        """Append the entries ``prepare`` makes (params JSON, given the source's dialect)
+        for source ``key``; return (source name, log_ids).
 
-        Raises 404 for an unknown or inactive key, 403 for an IP outside the allow-list.
+        Raises 404 for an unknown or inactive key, 403 for an IP outside the allow-list,
+        and the PostbackError of ``prepare`` once the dialect it read in is known current.
         """
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
@@ -61,24 +75,28 @@ class Ingest:
             throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
         redis_keys = (ctx.keys.source(key), ctx.keys.input_stream(ctx.keys.partition_of(key)))
         try:
-            if not ctx.groups_ready:
-                ctx.ensure_groups()
-            # The cached allow-list may be stale; the script then answers with the stored
-            # one and writes nothing. A second retry covers a change racing the first.
+            # The cached allow-list or dialect may be stale; the script then answers with
+            # the stored ones and writes nothing. A second retry covers a change racing
+            # the first.
             for _ in range(3):
                 allow = ctx.allow_cache.get(key, "")
+                dialect_text, dialect = ctx.dialect_cache.get(key, _NO_DIALECT)
                 allowed = "1" if ip_allowed(ip, allow) else "0"
-                reply = ctx.scripts.run(
-                    ctx.redis, "ingest", redis_keys, (key, allow, allowed, method, ip, *entries)
-                )
+                head = (key, allow, allowed, method, ip, dialect_text)
+                try:
+                    entries = prepare(dialect)
+                except PostbackError:
+                    if self._still_current(redis_keys, head):
+                        raise
+                    continue
+                if not ctx.groups_ready:
+                    ctx.ensure_groups()
+                reply = self._ingest(redis_keys, (*head, *entries))
                 outcome = reply[0]
                 if outcome == "ok":
                     return reply[1], reply[2:]
                 if outcome == "stale":
-                    if reply[1]:
-                        ctx.allow_cache[key] = reply[1]
-                    else:
-                        ctx.allow_cache.pop(key, None)
+                    self._refresh(key, reply[1], reply[2])
                     continue
                 if outcome == "forbidden":
                     metrics.count_refused("forbidden")
@@ -95,6 +113,38 @@ class Ingest:
             raise
         metrics.count_refused("unknown_key")
         throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
+
+    def _ingest(self, redis_keys: tuple, args: tuple):
+        # Through the shared pool, like every other call: a thread holds a connection
+        # only for the call (issue #8, defect 1).
+        return self.ctx.scripts.run(self.ctx.redis, "ingest", redis_keys, args)
+
+    def _refresh(self, key: str, allow: str, dialect_text: str) -> None:
+        ctx = self.ctx
+        if allow:
+            ctx.allow_cache[key] = allow
+        else:
+            ctx.allow_cache.pop(key, None)
+        if dialect_text:
+            ctx.dialect_cache[key] = (dialect_text, SourceDialect.from_json(dialect_text))
+        else:
+            ctx.dialect_cache.pop(key, None)
+
+    def _still_current(self, redis_keys: tuple, head: tuple) -> bool:
+        """After a postback failed validation: True unless the source's allow-list or
+        dialect changed since cached (the cache is refreshed then, to read it again).
+        Any other answer, or none (Redis down), leaves the validation error standing."""
+        try:
+            reply = self._ingest(redis_keys, head)
+        except (*UNAVAILABLE, redis.RedisError):
+            return True
+        if reply[0] != "stale":
+            return True
+        self._refresh(head[0], reply[1], reply[2])
+        return False
+
+
+_NO_DIALECT = ("", SourceDialect())
 
 
 def caller_ip(req: falcon.Request, ctx: EdgeContext) -> str:
@@ -177,12 +227,18 @@ class PostbackResource:
         self._accept(req, resp, key, "POST", params)
 
     def _accept(self, req, resp, key: str, method: str, params: dict) -> None:
+        postback: dict = {}
+
+        def prepare(dialect: SourceDialect) -> list[bytes]:
+            nonlocal postback
+            postback = validate(dialect.apply(params) if dialect else params)
+            return [orjson.dumps(postback)]
+
+        ip = caller_ip(req, self.ctx)
         try:
-            postback = validate(params)
+            name, log_ids = self.ingest.write(key, ip, method, prepare)
         except PostbackError as exc:
             raise _refuse(exc) from None
-        ip = caller_ip(req, self.ctx)
-        name, log_ids = self.ingest.write(key, ip, method, [orjson.dumps(postback)])
         metrics.count_received(name, postback["status"])
         resp.data = accepted_body(log_ids[0])
 
@@ -213,19 +269,26 @@ class BatchResource:
         entries: list[bytes] = []
         statuses: Counter[str] = Counter()
         waiting: list[dict] = []  # results that get their log_id after the write
-        for index, item in enumerate(items):
-            try:
-                postback = validate_item(item)
-            except PostbackError as exc:
-                results.append({"index": index, "error": exc.message})
-                continue
-            result = {"index": index, "log_id": ""}
-            results.append(result)
-            waiting.append(result)
-            entries.append(orjson.dumps(postback))
-            statuses[postback["status"]] += 1
 
-        name, log_ids = self.ingest.write(key, caller_ip(req, self.ctx), "BATCH", entries)
+        def prepare(dialect: SourceDialect) -> list[bytes]:
+            # Read again from scratch when the script found the cached dialect stale.
+            results.clear(), entries.clear(), statuses.clear(), waiting.clear()
+            for index, item in enumerate(items):
+                try:
+                    if dialect and isinstance(item, dict):
+                        item = dialect.apply(item)
+                    postback = validate_item(item)
+                except PostbackError as exc:
+                    results.append({"index": index, "error": exc.message})
+                    continue
+                result = {"index": index, "log_id": ""}
+                results.append(result)
+                waiting.append(result)
+                entries.append(orjson.dumps(postback))
+                statuses[postback["status"]] += 1
+            return entries
+
+        name, log_ids = self.ingest.write(key, caller_ip(req, self.ctx), "BATCH", prepare)
         for result, log_id in zip(waiting, log_ids, strict=True):
             result["log_id"] = log_id
         for status, count in statuses.items():

@@ -173,7 +173,12 @@ def attempt(
     t0 = time.perf_counter()
     try:
         request = delivery.build_request(
-            partner.url, partner.method, payload, secret=partner.secret, now=started
+            partner.url,
+            partner.method,
+            payload,
+            secret=partner.secret,
+            now=started,
+            dialect=partner.dialect if partner.params or partner.status_map else None,
         )
         if not partner.allow_private:
             guard.check(request.host)

@@ -30,6 +30,7 @@ import orjson
 import redis
 
 from core.config import Settings
+from processors.holds import release_due
 from processors.matcher_plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
 from storage.keys import MATCHER_GROUP, Keys
 from storage.pipes import RawPipe, ScriptPipe
@@ -149,6 +150,12 @@ class Matcher:
                 handled += self.handle(partition, claimed)
             if cursor == "0-0":
                 return handled
+
+    def release_holds(self, partitions) -> int:
+        """Credit the held points of ``partitions`` whose hold has ended (processors.holds)."""
+        return release_due(
+            self.r, self.scripts, self.keys, partitions, now_ms=int(time.time() * 1000)
+        )
 
     # -- one batch ---------------------------------------------------------------------
     def handle(self, n: int, entries: list) -> int:

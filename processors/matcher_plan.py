@@ -20,7 +20,7 @@ import orjson
 from core.conversions import conversion_id as make_conversion_id
 from core.entities import SUB_IDS
 from core.money import format_cents
-from core.payouts import PayoutRule, upstream_cents
+from core.payouts import OfferPayouts, upstream_cents
 from core.transitions import CONVERSION_STATUSES, FLAG_BITS, SPECS, effects, refuse_new
 from processors.payload import PartnerDirectory, build_payload
 from storage.keys import MATCHER_GROUP as GROUP
@@ -28,6 +28,9 @@ from storage.keys import Keys
 from storage.repositories import Store
 
 DAY_MS = 86_400_000
+#: Fixed arguments of one entry's ``match.lua`` segment, before its recipients (the
+#: script's ``SEG``; tests hold the two to each other). The last, +28, is the hold ms.
+SEGMENT_LENGTH = 29
 #: Effect flags of plain steps (see core.transitions.Effect.spec).
 NO_ACTION = chr(64)
 FORWARD_ONLY = chr(64 + FLAG_BITS["forward"])
@@ -49,7 +52,8 @@ class OfferTerms:
     active: bool
     currency: str
     window_days: int
-    rule: PayoutRule
+    payouts: OfferPayouts
+    hold_ms: int = 0
 
     @property
     def window_ms(self) -> int:
@@ -68,7 +72,12 @@ class Catalog:
     def load(cls, store: Store, version: int) -> Catalog:
         offers = {
             o.offer_id: OfferTerms(
-                o.offer_id, o.active, o.currency, o.window_days, PayoutRule.for_offer(o)
+                o.offer_id,
+                o.active,
+                o.currency,
+                o.window_days,
+                OfferPayouts.for_offer(o),
+                o.hold_s * 1000,
             )
             for o in store.list_offers()
         }
@@ -109,6 +118,8 @@ class Planner:
                 keys.received_log(n),
                 keys.stats(n),
                 keys.conversion_index(n),
+                keys.held(n),
+                keys.holds_due(n),
             )
             for n in keys.all_partitions()
         }
@@ -190,7 +201,7 @@ class Planner:
         conversion_id = make_conversion_id(
             n, source, transaction_id=transaction_id, click_id=click_id, goal=get("goal") or ""
         )
-        partner_cents = offer.rule.partner_cents(upstream)
+        partner_cents = offer.payouts.rule(get("goal")).partner_cents(upstream)
         currency = get("currency") or offer.currency
         age_ms = at - int(click.get("created") or 0)
         if age_ms <= offer.window_ms and offer.active:
@@ -223,7 +234,8 @@ class Planner:
             upstream if payout_given else "", orjson.dumps(step)[:-1], *specs,
             orjson.dumps(payload), len(recipients), source, click_id, offer.offer_id,
             partner_id, matched_by, warning, *log_only, transaction_id, get("goal") or "",
-            get("survey_id") or "", orjson.dumps(custom) if custom else "", *recipients,
+            get("survey_id") or "", orjson.dumps(custom) if custom else "", offer.hold_ms,
+            *recipients,
         ]  # fmt: skip
 
     @staticmethod
@@ -251,7 +263,9 @@ class Planner:
         """
         upstream = upstream_cents(str(params.get("payout") or "0"))
         known = click is not None and offer is not None
-        payout = offer.rule.partner_cents(upstream) if known else upstream
+        payout = (
+            offer.payouts.rule(params.get("goal")).partner_cents(upstream) if known else upstream
+        )
         click = click or {}
         payload = build_payload(
             click_id=click.get("click_id") or params.get("click_id", ""), status="test",
@@ -285,5 +299,5 @@ def _plain_segment(log_id, at, status, spec, source, ids, log_only, payload=b"",
     return [
         log_id, at, status, user_id, "", "", 0, "", "", spec, "", "", "", payload,
         len(rcpts), source, click_id, offer_id, partner_id, "", "", *log_only,
-        "", "", "", "", *rcpts,
+        "", "", "", "", 0, *rcpts,
     ]  # fmt: skip

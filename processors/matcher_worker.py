@@ -12,6 +12,7 @@ import time
 import redis
 
 from core.config import Settings
+from processors.holds import HOLD_CHECK_S
 from processors.matcher import Matcher, default_consumer
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
@@ -22,7 +23,8 @@ log = logging.getLogger("postback.matcher")
 class MatcherWorker:
     """The matcher process: a thin loop around :class:`Matcher`.
 
-    Claims stale entries every ``claim_idle_ms / 2``, reads every partition without
+    Claims stale entries every ``claim_idle_ms / 2``, credits held points that came due
+    every ``HOLD_CHECK_S`` (``processors.holds``), reads every partition without
     blocking and blocks (``block_ms``) only when a whole round found nothing. SIGTERM
     and SIGINT let the batch in hand finish (it is acked by its scripts), then ``run``
     returns 0. A lost Redis is retried with backoff (capped at ``MAX_BACKOFF_S``); on
@@ -57,6 +59,7 @@ class MatcherWorker:
         block_ms = max(self.settings.block_ms // len(partitions), 1)
         claim_every = self.settings.claim_idle_ms / 2000
         next_claim, turn, backoff, groups_ok = 0.0, 0, 0.1, False
+        next_holds = 0.0
         while not self.stopping:
             try:
                 if matcher is None:
@@ -73,6 +76,9 @@ class MatcherWorker:
                     for n in partitions:
                         matcher.claim_stale(n)
                     next_claim = time.monotonic() + claim_every
+                if time.monotonic() >= next_holds:
+                    matcher.release_holds(partitions)
+                    next_holds = time.monotonic() + HOLD_CHECK_S
                 handled = 0
                 for n in partitions:
                     if self.stopping:

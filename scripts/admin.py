@@ -18,6 +18,7 @@ import sys
 import orjson
 
 from core.config import Settings
+from core.dialects import merge_pairs, parse_pairs
 from core.entities import SUB_IDS, Offer, Partner, Source, ValidationError
 from storage.keys import Keys
 from storage.redis_client import connect
@@ -45,6 +46,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="caller addresses allowed (repeat); none = any",
     )
     add.add_argument("--secret", default="", help="optional signing secret")
+    _dialect_options(add, "source")
+    change = source.add_parser("set", parents=[common], help="change a source; at once")
+    change.add_argument("key", metavar="KEY")
+    change.add_argument("--name")
+    change.add_argument(
+        "--allow-ip",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="caller addresses allowed (repeat; replaces the list); 'any' = any",
+    )
+    _dialect_options(change, "source", changing=True)
 
     offer = groups.add_parser("offer", help="offers and their payout model").add_subparsers(
         dest="action", required=True
@@ -62,6 +75,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--url", default="", help="landing URL; {click_id} is filled in")
     add.add_argument("--window-days", default="30", help="attribution window (default 30)")
     add.add_argument("--name", default="")
+    add.add_argument(
+        "--hold", default="", metavar="DURATION", help="hold points for 7d, 12h, 30m, 45s..."
+    )
+    goal = offer.add_parser("goal", parents=[common], help="a goal's own payout model")
+    goal.add_argument("offer_id")
+    goal.add_argument("goal")
+    model = goal.add_mutually_exclusive_group(required=True)
+    model.add_argument("--revshare", metavar="PCT", help="PCT %% of the upstream payout")
+    model.add_argument("--fixed", metavar="AMOUNT", help="AMOUNT whatever the upstream payout")
 
     partner = groups.add_parser("partner", help="downstream partners (publishers)").add_subparsers(
         dest="action", required=True
@@ -79,6 +101,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--allow-private", action="store_true", help="permit a loopback or private-network URL"
     )
+    _dialect_options(add, "partner")
 
     for name, sub in (("source", source), ("offer", offer), ("partner", partner)):
         sub.add_parser("list", parents=[common], help=f"list {name}s")
@@ -121,6 +144,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     replay.add_argument("--all", action="store_true", help="every dead letter")
 
 
+def _dialect_options(parser: argparse.ArgumentParser, kind: str, *, changing: bool = False) -> None:
+    """``--param`` and ``--status-map`` of sources and partners (SPEC §8)."""
+    if kind == "source":
+        param_help = "read parameter NAME as FIELD, e.g. click_id=aff_sub (repeat)"
+        status_help, status_var = "read status VALUE as STATUS, e.g. 1=approved", "VALUE=STATUS"
+    else:
+        param_help = "send FIELD as parameter NAME, e.g. click_id=subid (repeat)"
+        status_help, status_var = "send STATUS as VALUE, e.g. approved=1", "STATUS=VALUE"
+    if changing:
+        param_help += "; FIELD= removes it"
+        status_help += f"; {status_var.split('=')[0]}= removes it"
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="FIELD=NAME", help=param_help
+    )
+    parser.add_argument(
+        "--status-map", action="append", default=[], metavar=status_var, help=status_help
+    )
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     client = connect(settings)
     store = Store(client, Keys(settings.namespace, settings.partitions))
@@ -135,9 +177,51 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _source_add(store: Store, args) -> tuple[dict, str]:
     source = store.add_source(
-        Source.build(name=args.name, key=args.key, allow_ip=args.allow_ip, secret=args.secret)
+        Source.build(
+            name=args.name,
+            key=args.key,
+            allow_ip=args.allow_ip,
+            secret=args.secret,
+            **_dialect_of(args),
+        )
     )
     return source.public(), source.key
+
+
+def _dialect_of(args) -> dict:
+    """``params`` and ``status_map`` from ``--param`` and ``--status-map``."""
+    return {
+        "params": parse_pairs("param", args.param),
+        "status_map": parse_pairs("status_map", args.status_map),
+    }
+
+
+def _source_set(store: Store, args) -> tuple[dict, str]:
+    """Change a source. ``--param``/``--status-map`` change the entries they name (an empty
+    right side removes one) and keep the others; ``--allow-ip`` replaces the list."""
+    current = store.get_source(args.key)
+    params = merge_pairs(current.params, parse_pairs("param", args.param, removing=True))
+    status_map = merge_pairs(
+        current.status_map, parse_pairs("status_map", args.status_map, removing=True)
+    )
+    allow = current.allow
+    if args.allow_ip is not None:
+        allow = [] if args.allow_ip == ["any"] else args.allow_ip
+    checked = Source.build(
+        name=current.name if args.name is None else args.name,
+        key=current.key,
+        allow_ip=allow,
+        params=params,
+        status_map=status_map,
+    )
+    source = store.update_source(
+        args.key,
+        name=checked.name,
+        allow=checked.allow,
+        params=checked.params,
+        status_map=checked.status_map,
+    )
+    return source.public(), f"source {source.key} changed"
 
 
 def _offer_add(store: Store, args) -> tuple[dict, str]:
@@ -150,9 +234,20 @@ def _offer_add(store: Store, args) -> tuple[dict, str]:
             url=args.url,
             window_days=args.window_days,
             name=args.name,
+            hold=args.hold,
         )
     )
     return offer.public(), f"offer {offer.offer_id} created"
+
+
+def _offer_goal(store: Store, args) -> tuple[dict, str]:
+    offer = store.get_offer(args.offer_id)
+    offer.with_goal(args.goal, revshare=args.revshare, fixed=args.fixed)
+    store.update_offer(offer.offer_id, offer)
+    name = args.goal.strip().lower()
+    model = offer.goals[name]
+    shown = f"{model['revshare']} %" if "revshare" in model else f"fixed {model['fixed']}"
+    return offer.public(), f"offer {offer.offer_id} goal {name}: {shown}"
 
 
 def _partner_add(store: Store, args) -> tuple[dict, str]:
@@ -166,6 +261,7 @@ def _partner_add(store: Store, args) -> tuple[dict, str]:
             name=args.name,
             email=args.email,
             allow_private=args.allow_private,
+            **_dialect_of(args),
         )
     )
     return partner.public(), f"partner {partner.partner_id} created"
@@ -185,6 +281,8 @@ def _click_add(store: Store, args) -> tuple[dict, str]:
 
 def _user_show(store: Store, args) -> tuple[dict, str]:
     user = store.user(args.user_id)
+    if user["held"] != "0.00":
+        return user, f"{user['points']} (held: {user['held']})"
     return user, user["points"]
 
 
@@ -225,6 +323,7 @@ _LIST_COLUMNS = {
         "fixed",
         "currency",
         "window_days",
+        "hold_s",
         "active",
     ),
     "partner": ("partner_id", "name", "method", "scope", "url", "active"),
@@ -246,6 +345,8 @@ def _record_action(store: Store, args) -> tuple[dict, str]:
 
 _HANDLERS = {
     ("source", "add"): _source_add,
+    ("source", "set"): _source_set,
+    ("offer", "goal"): _offer_goal,
     ("offer", "add"): _offer_add,
     ("partner", "add"): _partner_add,
     ("click", "add"): _click_add,

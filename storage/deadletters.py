@@ -160,3 +160,32 @@ def _replay_entry(keys: Keys, n: int, letter: dict) -> tuple[str | None, list[st
             fields += [str(name), value if isinstance(value, str) else orjson.dumps(value).decode()]
         return keys.input_stream(n), fields
     return None, []
+
+
+def replay_ids(client: redis.Redis, keys: Keys, ids: list[str]) -> list[str]:
+    """Replay the dead letters with these entry IDs, whatever their partition.
+
+    Returns the IDs replayed; an ID no partition holds (unknown, or already replayed by
+    someone else) is skipped.
+
+    >>> replay_ids(client, keys, ["1714000000000-0"])
+    ['1714000000000-0']
+    """
+    wanted = list(dict.fromkeys(ids))
+    pipe = client.pipeline(transaction=False)
+    places = [(n, entry_id) for n in keys.all_partitions() for entry_id in wanted]
+    for n, entry_id in places:
+        pipe.xrange(keys.dead_letters(n), min=entry_id, max=entry_id)
+    scripts = default_scripts()
+    replayed = []
+    for (n, entry_id), found in zip(places, pipe.execute(), strict=True):
+        if not found:
+            continue
+        letter = _decode(entry_id, n, found[0][1])
+        target, fields = _replay_entry(keys, n, letter)
+        if target is None:
+            continue
+        dead = keys.dead_letters(n)
+        if scripts.run(client, "deadletter_replay", [dead, target], [entry_id, *fields]):
+            replayed.append(entry_id)
+    return list(dict.fromkeys(replayed))

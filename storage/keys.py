@@ -91,6 +91,15 @@ class Keys:
         """Hash: user_id → points in cents, this partition's share of each balance."""
         return f"{self._p(n)}:points"
 
+    def held(self, n: int) -> str:
+        """Hash: user_id → points in cents held (offers with a hold period), this
+        partition's share; beside ``points`` so one script moves cents between them."""
+        return f"{self._p(n)}:held"
+
+    def holds_due(self, n: int) -> str:
+        """Sorted set: conversion_id scored by the unix ms its held points come due."""
+        return f"{self._p(n)}:holds-due"
+
     def stats(self, n: int) -> str:
         """Hash of counters for /metrics (matcher outcomes, deliveries)."""
         return f"{self._p(n)}:stats"

@@ -204,13 +204,23 @@ class Store:
     # -- users and conversions -------------------------------------------------------
     def points_cents(self, user_id: str) -> int:
         """A user's balance: the sum of their share in every partition's ledger."""
+        return self.balances_cents(user_id)[0]
+
+    def balances_cents(self, user_id: str) -> tuple[int, int]:
+        """(points, held) of a user in cents: sums over every partition's two ledgers."""
         pipe = self.r.pipeline(transaction=False)
-        for n in self.keys.all_partitions():
+        partitions = list(self.keys.all_partitions())
+        for n in partitions:
             pipe.hget(self.keys.points(n), user_id)
-        return sum(int(v or 0) for v in pipe.execute())
+        for n in partitions:
+            pipe.hget(self.keys.held(n), user_id)
+        values = [int(v or 0) for v in pipe.execute()]
+        return sum(values[: len(partitions)]), sum(values[len(partitions) :])
 
     def user(self, user_id: str) -> dict:
-        return {"user_id": user_id, "points": format_cents(self.points_cents(user_id))}
+        """What ``user show`` and the users API give: points spendable now, points held."""
+        points, held = self.balances_cents(user_id)
+        return {"user_id": user_id, "points": format_cents(points), "held": format_cents(held)}
 
     def get_conversion(self, conversion_id: str) -> dict:
         """A conversion as people read it: amounts as "2.80", history and custom decoded."""
@@ -257,7 +267,7 @@ def conversion_public(data: dict[str, str]) -> dict:
     out = {
         k: v for k, v in data.items() if not k.endswith("_cents") and k not in ("history", "custom")
     }
-    for name in ("payout", "partner_payout", "credited"):
+    for name in ("payout", "partner_payout", "credited", "held"):
         if f"{name}_cents" in data:
             out[name] = format_cents(int(data[f"{name}_cents"]))
     out["custom"] = orjson.loads(data.get("custom") or "{}")
@@ -267,7 +277,7 @@ def conversion_public(data: dict[str, str]) -> dict:
             if f"{name}_cents" in step:
                 step[name] = format_cents(int(step.pop(f"{name}_cents")))
     out["history"] = history
-    for name in ("created", "updated"):
+    for name in ("created", "updated", "hold_until", "hold_released"):
         if name in out:
             out[name] = int(out[name])
     return out

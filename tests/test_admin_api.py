@@ -32,6 +32,11 @@ ADMIN_ROUTES = [
     ("GET", "/test-distribution-now"),
     ("GET", "/api/admin/users/{user_id}"),
     ("GET", "/api/admin/conversions/{conversion_id}"),
+    ("GET", "/api/admin/dead-letters"),
+    ("POST", "/api/admin/dead-letters/replay"),
+    ("GET", "/api/admin/postbacks/{log_id}"),
+    ("GET", "/api/admin/conversions/{conversion_id}/deliveries"),
+    ("GET", "/api/admin/lag"),
     *[
         call
         for plural, field in (
@@ -55,6 +60,7 @@ SAMPLE_IDS = {
     "key": SOURCE_KEY,
     "offer_id": "VBFS6",
     "partner_id": "p1",
+    "log_id": "1714000000000-0",
 }
 ADMIN_CALLS = [(method, path.format(**SAMPLE_IDS)) for method, path in ADMIN_ROUTES]
 
@@ -287,7 +293,11 @@ def test_user_points_summed_over_partitions(settings, redis_client):
     keys = app.ctx.keys
     redis_client.hset(keys.points(0), "u1", 280)
     redis_client.hset(keys.points(2), "u1", 120)
-    assert client.simulate_get("/api/admin/users/u1").json == {"user_id": "u1", "points": "4.00"}
+    assert client.simulate_get("/api/admin/users/u1").json == {
+        "user_id": "u1",
+        "points": "4.00",
+        "held": "0.00",
+    }
     assert client.simulate_get("/api/admin/users/nobody").json["points"] == "0.00"
 
 

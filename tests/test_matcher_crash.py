@@ -23,6 +23,22 @@ def payout_cents(i: int) -> int:
     return 1 + (i * 7919) % 10_000  # 0.01 .. 100.00, varied
 
 
+def queue_approval(pipe, keys, stream: str, i: int, click: Click) -> int:
+    """Queue click ``i`` and its approval (TXN-i) as the edge writes it; its payout cents."""
+    pipe.hset(keys.click(click.click_id), mapping=click.to_redis())
+    cents = payout_cents(i)
+    params = {
+        "click_id": click.click_id,
+        "status": "approved",
+        "payout": f"{cents // 100}.{cents % 100:02d}",
+        "transaction_id": f"TXN-{i}",
+        "custom": {},
+    }
+    fields = {"source": SOURCE, "method": "GET", "ip": "1.2.3.4", "params": orjson.dumps(params)}
+    pipe.xadd(stream, fields)
+    return cents
+
+
 @pytest.mark.slow
 def test_sigkilled_matchers_credit_every_postback_exactly_once(
     store, redis_client, settings, keys, tmp_path
@@ -37,24 +53,7 @@ def test_sigkilled_matchers_credit_every_postback_exactly_once(
         pipe = redis_client.pipeline(transaction=False)
         for i in range(start, start + 2000):
             click = Click(f"CLK-{i}", "REV", "PUB", f"user-{i % USERS}", created=created)
-            pipe.hset(keys.click(click.click_id), mapping=click.to_redis())
-            cents = payout_cents(i)
-            params = {
-                "click_id": click.click_id,
-                "status": "approved",
-                "payout": f"{cents // 100}.{cents % 100:02d}",
-                "transaction_id": f"TXN-{i}",
-                "custom": {},
-            }
-            pipe.xadd(
-                stream,
-                {
-                    "source": SOURCE,
-                    "method": "GET",
-                    "ip": "1.2.3.4",
-                    "params": orjson.dumps(params),
-                },
-            )
+            cents = queue_approval(pipe, keys, stream, i, click)
             expected[f"TXN-{i}"] = rule.partner_cents(cents)
         pipe.execute()
 

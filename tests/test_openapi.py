@@ -96,3 +96,16 @@ def test_admin_operations_need_the_bearer_token():
 def test_document_validates_against_the_openapi_schema():
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(build_document())
+
+
+def test_the_document_shows_dialects_goals_holds_and_held_points():
+    from edge.openapi import build_document
+
+    schemas = build_document()["components"]["schemas"]
+    for name in ("Source", "SourceInput", "Partner", "PartnerInput"):
+        assert {"params", "status_map"} <= set(schemas[name]["properties"]), name
+    for name in ("Offer", "OfferInput"):
+        assert {"goals", "hold_s"} <= set(schemas[name]["properties"]), name
+    user = build_document()["paths"]["/api/admin/users/{user_id}"]["get"]
+    balance = user["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"points", "held"} <= set(balance["properties"])

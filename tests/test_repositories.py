@@ -70,7 +70,7 @@ def test_balance_sums_every_partition(redis_client, settings):
     store = Store(redis_client, keys)
     redis_client.hincrby(keys.points(0), "u1", 400)
     redis_client.hincrby(keys.points(2), "u1", 280)
-    assert store.user("u1") == {"user_id": "u1", "points": "6.80"}
+    assert store.user("u1") == {"user_id": "u1", "points": "6.80", "held": "0.00"}
 
 
 def test_conversion_shows_amounts_as_strings(store, keys):

@@ -4,11 +4,13 @@
 --
 -- KEYS, all of partition n, all with the hash tag {pn}, so they share one slot:
 --   1 input stream, 2..k+1 each entry's conversion hash (a plain entry's is never
---   touched), then the last five: points hash (user_id -> cents), forward stream,
---   received log, stats hash, conversion index (sorted set, conversion_id by created ms)
+--   touched), then the last seven: points hash (user_id -> cents), forward stream,
+--   received log, stats hash, conversion index (sorted set, conversion_id by created ms),
+--   held hash (user_id -> cents held), holds due (sorted set, conversion_id by the ms
+--   its hold ends; hold_due.lua credits them)
 -- ARGV: 1 group; one segment per entry; then minid (received-log entries older than
 --   this, ms, may be trimmed) and now (ms, the forward jobs' "created"). A segment has
---   28 + r arguments, by offset: +0 log_id (the input entry id)  +1 the postback's
+--   29 + r arguments, by offset: +0 log_id (the input entry id)  +1 the postback's
 --   time, ms  +2 its status  +3 user_id  +4 conversion_id, "" for a plain entry
 --   (unmatched, test: no conversion read or written)  +5 currency  +6 partner payout
 --   cents from the postback (what a creation credits)  +7 upstream payout cents, or ""
@@ -20,8 +22,10 @@
 --   credited, 32 forward  +13 payload JSON (its "payout" the one of +6)  +14 r
 --   +15 source +16 click_id +17 offer_id +18 partner_id +19 matched_by +20 warning
 --   +21 method +22 ip +23 params +24 transaction_id +25 goal +26 survey_id +27 custom
---   ("" = absent, but for +15..+19 of a conversion)  +28.. the r recipients'
---   partner_id as JSON strings: one forward job each, wrapping the payload. When the
+--   ("" = absent, but for +15..+19 of a conversion)  +28 hold ms of the offer ("0" =
+--   none: a credit goes to the points; else to the held hash until +1 + hold, when
+--   hold_due.lua credits it; a debit during the hold releases it)  +29.. the r
+--   recipients' partner_id as JSON strings: one forward job each, wrapping the payload. When the
 --   conversion reports another payout (an update without payout, a reversal) the
 --   payload's first "payout":"<+6 as 0.00>" is rewritten.
 -- Returns the entries' outcomes separated by spaces, "already-processed" (nothing
@@ -37,9 +41,9 @@ local unpack = unpack or table.unpack -- Lua 5.1 in Redis; 5.4 in fakeredis (dev
 local KEYS, ARGV, call, tonumber = KEYS, ARGV, redis.call, tonumber
 local floor, sub, find, byte, format = math.floor, string.sub, string.find, string.byte,
   string.format
-local SEG = 28
+local SEG = 29
 local nkeys, nargs = #KEYS, #ARGV
-local k = nkeys - 6
+local k = nkeys - 8
 local function fail(message)
   return redis.error_reply("match: " .. message)
 end
@@ -47,8 +51,9 @@ if k < 1 or nargs < 3 then
   return fail("argument count does not match the plan")
 end
 local stream = KEYS[1]
-local points, fwd, log, stats, index =
-  KEYS[nkeys - 4], KEYS[nkeys - 3], KEYS[nkeys - 2], KEYS[nkeys - 1], KEYS[nkeys]
+local points, fwd, log, stats, index, held, due =
+  KEYS[nkeys - 6], KEYS[nkeys - 5], KEYS[nkeys - 4], KEYS[nkeys - 3], KEYS[nkeys - 2],
+  KEYS[nkeys - 1], KEYS[nkeys]
 local group, minid, now = ARGV[1], ARGV[nargs - 1], ARGV[nargs]
 if not (tonumber(minid) and tonumber(now)) then
   return fail("malformed number in the plan")
@@ -99,7 +104,7 @@ local SLOT = { [""] = 9, pending = 10, approved = 11, rejected = 12 }
 -- (st.sim) through the chunk as if every entry applies. An entry found processed
 -- already changes what later entries of its conversion meet, so a conversion used
 -- twice has all its effects checked.
-local state, balances, users, credits = {}, {}, {}, {}
+local state, balances, users, credits, holds, held_of = {}, {}, {}, {}, {}, {}
 local function check(e, p)
   local status = ARGV[p + 2]
   if not e then
@@ -118,8 +123,8 @@ local function check(e, p)
 end
 for i = 1, k do
   local p, key = start[i], KEYS[i + 1]
-  credits[i] = tonumber(ARGV[p + 6])
-  if not (credits[i] and tonumber(ARGV[p + 1])) then
+  credits[i], holds[i] = tonumber(ARGV[p + 6]), tonumber(ARGV[p + 28])
+  if not (credits[i] and tonumber(ARGV[p + 1]) and holds[i]) then
     return fail("malformed number in the plan")
   elseif ARGV[p + 7] ~= "" and not tonumber(ARGV[p + 7]) then
     return fail("malformed upstream payout")
@@ -133,14 +138,15 @@ for i = 1, k do
     local st = state[key]
     if not st then
       local v = call("HMGET", key, "status", "credited_cents", "history",
-        "partner_payout_cents")
-      st = { status = v[1] or "", credited = 0, history = v[3] or "", partner = 0 }
+        "partner_payout_cents", "held_cents")
+      st = { status = v[1] or "", credited = 0, history = v[3] or "", partner = 0,
+        held = tonumber(v[5] or "0") }
       if v[2] or v[4] then
         st.credited, st.partner = tonumber(v[2] or "0"), tonumber(v[4] or "0")
       end
       if not SLOT[st.status] then
         return fail("conversion has unknown status")
-      elseif not (st.credited and st.partner) then
+      elseif not (st.credited and st.partner and st.held) then
         return fail("conversion has a malformed amount")
       end
       st.sim, state[key] = st.status, st
@@ -159,13 +165,16 @@ for i = 1, k do
 end
 -- Points are summed here and written once: every balance touched must be an integer.
 if #users > 0 then
-  local values = call("HMGET", points, unpack(users))
+  local values, held_values = call("HMGET", points, unpack(users)),
+    call("HMGET", held, unpack(users))
   for j, user in ipairs(users) do
-    local value = values[j] or "0"
+    local value, held_value = values[j] or "0", held_values[j] or "0"
     if not string.match(value, "^%-?%d+$") or #value > 15 then
       return fail("points balance of " .. user .. " is not an integer")
+    elseif not string.match(held_value, "^%-?%d+$") or #held_value > 15 then
+      return fail("held points of " .. user .. " is not an integer")
     end
-    balances[user] = tonumber(value)
+    balances[user], held_of[user] = tonumber(value), tonumber(held_value)
   end
 end
 -- Wrong-typed keys fail here, not halfway through the writes.
@@ -174,6 +183,8 @@ call("XLEN", fwd)
 call("XLEN", log)
 call("HLEN", stats)
 call("ZCARD", index)
+call("HLEN", held)
+call("ZCARD", due)
 
 -- Writes. Tables are built by constructors where possible (growing them pair by pair
 -- costs more) and amounts go to Redis as the strings they came as (numbers would be
@@ -231,7 +242,7 @@ local function money(cents)
   return format("%d.%02d", floor(cents / 100), cents % 100)
 end
 
-local outcomes, acked, created, tally, touched = {}, {}, {}, {}, {}
+local outcomes, acked, created, tally, touched, held_touched = {}, {}, {}, {}, {}, {}
 local n_acked, n_created = 0, 0
 for i = 1, k do
   local p, key = start[i], KEYS[i + 1]
@@ -259,6 +270,19 @@ for i = 1, k do
       elseif e.debit then
         change = -st.credited
       end
+      -- A credit on a held offer is held (hold_due.lua moves it to the points when the
+      -- hold ends); a debit while points are held releases them instead.
+      local hold_until, to_hold = "", 0
+      if change > 0 and holds[i] > 0 then
+        to_hold, change = change, 0
+        hold_until = format("%d", tonumber(at) + holds[i])
+        held_of[user], held_touched[user] = held_of[user] + to_hold, true
+        call("ZADD", due, hold_until, cid)
+      elseif e.debit and st.held > 0 then
+        to_hold = -st.held
+        held_of[user], held_touched[user] = held_of[user] - st.held, true
+        call("ZREM", due, cid)
+      end
       if change ~= 0 then
         balances[user], touched[user] = balances[user] + change, true
       end
@@ -274,7 +298,13 @@ for i = 1, k do
           "click_id", ARGV[p + 16], "offer_id", ARGV[p + 17], "partner_id", ARGV[p + 18],
           "matched_by", ARGV[p + 19], false, false, false, false, false, false, false,
           false, false, false }
-        call("HSET", key, unpack(f, 1, put(f, put(f, 32, p, 24, 27, true), p, 20, 20, true)))
+        local n = put(f, put(f, 32, p, 24, 27, true), p, 20, 20, true)
+        if to_hold > 0 then
+          st.held = to_hold
+          f[n + 1], f[n + 2], f[n + 3], f[n + 4], n =
+            "held_cents", ARGV[p + 6], "hold_until", hold_until, n + 4
+        end
+        call("HSET", key, unpack(f, 1, n))
         created[n_created + 1], created[n_created + 2], n_created = at, cid, n_created + 2
       elseif e.set_status or e.keep then
         local entry = ARGV[p + 8] .. ',"effect":"' .. e.step .. '"}'
@@ -296,6 +326,13 @@ for i = 1, k do
         end
         if e.set_status then
           st.status, st.credited = status, st.credited + change
+        end
+        if to_hold > 0 then
+          st.held = st.held + to_hold
+          call("HSET", key, "held_cents", format("%d", st.held), "hold_until", hold_until)
+        elseif to_hold < 0 then
+          st.held = 0
+          call("HSET", key, "held_cents", "0")
         end
       end
     end
@@ -322,16 +359,21 @@ for i = 1, k do
 end
 
 -- Once per chunk: balances, the index, counters, and the entries' removal.
-if n_acked > 0 then
+-- Writes the touched users' values of a ledger (points or held) in one HSET.
+local function write_ledger(ledger, values, changed)
   local sums, n = {}, 0
   for _, user in ipairs(users) do
-    if touched[user] then
-      sums[n + 1], sums[n + 2], n = user, format("%d", balances[user]), n + 2
+    if changed[user] then
+      sums[n + 1], sums[n + 2], n = user, format("%d", values[user]), n + 2
     end
   end
   if n > 0 then
-    call("HSET", points, unpack(sums, 1, n))
+    call("HSET", ledger, unpack(sums, 1, n))
   end
+end
+if n_acked > 0 then
+  write_ledger(points, balances, touched)
+  write_ledger(held, held_of, held_touched)
   if n_created > 0 then
     call("ZADD", index, unpack(created, 1, n_created))
   end
