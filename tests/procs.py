@@ -19,13 +19,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import requests
 
-T = TypeVar("T")
+from tests.sink import until
 
 
 def free_port() -> int:
@@ -36,18 +33,6 @@ def free_port() -> int:
             port = sock.getsockname()[1]
         if port < 55536:
             return port
-
-
-def until(check: Callable[[], T], deadline_s: float, what: str, every_s: float = 0.05) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` past the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {deadline_s} s")
-        time.sleep(every_s)  # polling with a deadline
 
 
 class Service:
@@ -116,4 +101,4 @@ def wait_http(url: str, service: Service, deadline_s: float = 30.0) -> None:
         except requests.RequestException:
             return False
 
-    until(answers, deadline_s, f"{url} answering")
+    until(answers, timeout=deadline_s, message=f"{url} answering")
