@@ -101,3 +101,19 @@ def paging(req: falcon.Request) -> tuple[int, int]:
         int_param(req, "page", 1, 1, 1_000_000),
         int_param(req, "per_page", 50, 1, MAX_PER_PAGE),
     )
+
+
+MAX_ID_PART = 2**64 - 1
+
+
+def check_entry_id(value: object, name: str) -> int:
+    """A stream entry id (``1714000000000-0``, or just the ms) → its ms; else 400 naming it.
+
+    Redis refuses ids past 64 bits with an error, so they are refused here first.
+    """
+    text = value if isinstance(value, str) else ""
+    ms, dash, seq = text.partition("-")
+    parts = [ms, seq] if dash else [ms]
+    if not all(p.isascii() and p.isdigit() and int(p) <= MAX_ID_PART for p in parts):
+        raise ValidationError(name, f"must be an id such as 1714000000000-0, not {value!r}")
+    return int(ms)

@@ -680,6 +680,9 @@ ADMIN_PAGE_SCHEMAS = {
 }
 
 
+LAG_TOTAL = _obj({"lag": INT, "pending": INT}, ["lag", "pending"])
+
+
 def admin_page_paths() -> dict:
     html = {"description": "The page", "content": {"text/html": {"schema": STR}}}
     return {
@@ -781,8 +784,35 @@ def admin_page_paths() -> dict:
                                 "dead_letters": INT,
                                 "paused_partners": {"type": "array", "items": ANY_OBJECT},
                                 "time_ms": INT,
+                                "totals": {
+                                    "type": "object",
+                                    "description": "per group name, summed over partitions",
+                                    "additionalProperties": LAG_TOTAL,
+                                },
+                                "history": {
+                                    "type": "array",
+                                    "description": "samples of the last 10 minutes, oldest first",
+                                    "items": _obj(
+                                        {
+                                            "time_ms": INT,
+                                            "groups": {
+                                                "type": "object",
+                                                "additionalProperties": LAG_TOTAL,
+                                            },
+                                        },
+                                        ["time_ms", "groups"],
+                                    ),
+                                },
                             },
-                            ["groups", "retry_queue", "dead_letters", "paused_partners", "time_ms"],
+                            [
+                                "groups",
+                                "retry_queue",
+                                "dead_letters",
+                                "paused_partners",
+                                "time_ms",
+                                "totals",
+                                "history",
+                            ],
                         ),
                         "The lag report",
                     )

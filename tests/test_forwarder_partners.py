@@ -68,6 +68,29 @@ def test_a_partner_gets_at_most_its_share_of_the_slots(
     assert deferred and all(job["attempt"] == 1 for job in deferred)
 
 
+def test_a_busy_fast_partner_is_refilled_from_memory_never_via_the_retry_set(
+    store, redis_client, keys, settings, sink, make_forwarder
+):
+    add_partner(store, sink, "fast")
+    sink.respond("/fast", Reply(200, delay=0.005))
+    for i in range(40):  # five times what this forwarder holds at once
+        enqueue_job(redis_client, keys, "fast", sample_payload(click_id=f"F{i}"))
+    forwarder = make_forwarder(
+        settings=settings.with_overrides(partner_max_inflight=2), concurrency=4
+    )
+    detours = []
+
+    def step() -> None:
+        forwarder.process_batch(block=False)
+        detours.extend(retry_jobs(redis_client, keys))
+
+    until(lambda: len(forwarded(redis_client, keys)) >= 40, step=step, timeout=30)
+    assert detours == []
+    assert len(sink.received("/fast")) == 40
+    results = {(e["result"], e["attempt"]) for e in forwarded(redis_client, keys)}
+    assert results == {("delivered", "1")}
+
+
 def test_ten_failures_in_a_row_pause_a_partner_and_a_probe_2xx_resumes_it(
     store, redis_client, keys, settings, sink, make_forwarder
 ):
