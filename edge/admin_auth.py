@@ -1,7 +1,8 @@
 """What every admin resource shares: the bearer-token hook, the base class, query parameters.
 
 Every admin path needs ``Authorization: Bearer <POSTBACK_ADMIN_TOKEN>`` (compared in
-constant time): a missing or wrong token gets 401; with no token configured the whole
+constant time): a missing or wrong token gets 401 (429 for an address past 20 wrong
+tokens a minute, ``edge.throttle``); with no token configured the whole
 API is off and answers 403, never open. A bad query parameter is a ValidationError, so
 the 400 names it.
 """
@@ -14,7 +15,9 @@ from collections.abc import Iterable
 import falcon
 
 from core.entities import ValidationError
+from edge import throttle
 from edge.context import EdgeContext
+from edge.postbacks import caller_ip
 
 MAX_PER_PAGE = 500
 MAX_HOURS = 24 * 3650
@@ -28,14 +31,16 @@ def authorize(req: falcon.Request, resp: falcon.Response, resource, params) -> N
             title="Forbidden", description="admin API is off: set POSTBACK_ADMIN_TOKEN to enable it"
         )
     scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise falcon.HTTPUnauthorized(
+    given = given.strip()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        refused = falcon.HTTPUnauthorized(
             title="Unauthorized",
             description="missing or wrong token: send Authorization: Bearer <token>",
             challenges=["Bearer"],
         )
+        if not given:
+            raise refused  # no token at all is not a guess (a page before sign-in)
+        throttle.refuse(resource.ctx, "admin", caller_ip(req, resource.ctx), refused)
     resp.cache_control = ["no-store"]  # logs, keys and balances stay out of caches
 
 
@@ -96,3 +101,19 @@ def paging(req: falcon.Request) -> tuple[int, int]:
         int_param(req, "page", 1, 1, 1_000_000),
         int_param(req, "per_page", 50, 1, MAX_PER_PAGE),
     )
+
+
+MAX_ID_PART = 2**64 - 1
+
+
+def check_entry_id(value: object, name: str) -> int:
+    """A stream entry id (``1714000000000-0``, or just the ms) → its ms; else 400 naming it.
+
+    Redis refuses ids past 64 bits with an error, so they are refused here first.
+    """
+    text = value if isinstance(value, str) else ""
+    ms, dash, seq = text.partition("-")
+    parts = [ms, seq] if dash else [ms]
+    if not all(p.isascii() and p.isdigit() and int(p) <= MAX_ID_PART for p in parts):
+        raise ValidationError(name, f"must be an id such as 1714000000000-0, not {value!r}")
+    return int(ms)

@@ -17,7 +17,7 @@ import falcon
 import orjson
 
 from core.entities import ValidationError
-from edge.admin_auth import AdminResource, authorize, paging
+from edge.admin_auth import AdminResource, authorize, check_entry_id, paging
 from storage import deadletters, logs
 
 #: Most dead letters one page request reads (to count the total); past it the answer says
@@ -93,17 +93,12 @@ def _replay_request(body: object) -> tuple[list[str] | None, str | None]:
             raise ValidationError("ids", "must be a non-empty list of dead-letter ids")
         if len(ids) > MAX_IDS:
             raise ValidationError("ids", f"at most {MAX_IDS} per request")
-        if not all(isinstance(i, str) and _is_entry_id(i) for i in ids):
-            raise ValidationError("ids", "each must be a dead letter's id such as 1714000000000-0")
+        for entry_id in ids:
+            check_entry_id(entry_id, "ids")
         return ids, None
     if not isinstance(partner, str) or not partner.strip():
         raise ValidationError("partner", "must be a partner_id")
     return None, partner.strip()
-
-
-def _is_entry_id(text: str) -> bool:
-    ms, dash, seq = text.partition("-")
-    return ms.isdigit() and (not dash or seq.isdigit()) and len(text) <= 41
 
 
 @falcon.before(authorize)

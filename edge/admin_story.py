@@ -6,7 +6,8 @@
     GET /api/admin/conversions/{conversion_id}/deliveries
         → {"conversion": {...}, "deliveries": [...]}  every attempt of every event
     GET /api/admin/lag
-        → the ``postback lag --json`` report plus ``paused_partners`` and ``time_ms``
+        → the ``postback lag --json`` report plus ``paused_partners``, ``time_ms``,
+          ``totals`` (per group name) and ``history``: samples of the last 10 minutes
 
 Attempts are found by reading the forwarded log from the postback's (or conversion's)
 time to now, at most MAX_SCAN entries, so a story is one bounded scan, never a full read.
@@ -18,22 +19,16 @@ import time
 
 import falcon
 
-from core.entities import ValidationError
 from edge.admin import conversion_view
-from edge.admin_auth import AdminResource, authorize
+from edge.admin_auth import AdminResource, authorize, check_entry_id
 from edge.context import EdgeContext
 from scripts import lag
-from storage import logs
+from storage import lag_history, logs
 from storage.repositories import NotFound
 
 MAX_SCAN = 200_000
-
-
-def _entry_ms(log_id: str) -> int:
-    ms, dash, seq = log_id.partition("-")
-    if not ms.isdigit() or (dash and not seq.isdigit()) or len(log_id) > 41:
-        raise ValidationError("log_id", f"must be a log id such as 1714000000000-0, not {log_id!r}")
-    return int(ms)
+#: The lag chart's span.
+HISTORY_MS = 10 * 60 * 1000
 
 
 def attempts(ctx: EdgeContext, since_ms: int, field: str, value: str) -> list[dict]:
@@ -64,7 +59,7 @@ def _conversion_or_none(ctx: EdgeContext, conversion_id: str) -> dict | None:
 @falcon.before(authorize)
 class PostbackStory(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, log_id: str) -> None:
-        since = _entry_ms(log_id)
+        since = check_entry_id(log_id, "log_id")
         postback = find_received(self.ctx, log_id, since)
         deliveries = attempts(self.ctx, since, "log_id", log_id)
         if postback is None and not deliveries:
@@ -92,8 +87,15 @@ class ConversionDeliveries(AdminResource):
 class Lag(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         now_ms = int(time.time() * 1000)
-        report = lag.collect(self.ctx.redis, self.ctx.keys, now_ms)
-        resp.media = {**report, "time_ms": now_ms}
+        r, keys = self.ctx.redis, self.ctx.keys
+        report = lag.collect(r, keys, now_ms)
+        lag_history.record(r, keys, report, now_ms)
+        resp.media = {
+            **report,
+            "time_ms": now_ms,
+            "totals": lag_history.group_totals(report),
+            "history": lag_history.read(r, keys, now_ms - HISTORY_MS),
+        }
 
 
 def register(app: falcon.App, ctx: EdgeContext) -> None:

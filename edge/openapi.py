@@ -65,6 +65,7 @@ ANY_OBJECT = {"type": "object", "additionalProperties": True}
 ADMIN_ERRORS = {
     "401": _error("Missing or wrong bearer token"),
     "403": _error("Admin API off: no POSTBACK_ADMIN_TOKEN configured"),
+    "429": _error("More than 20 wrong tokens from this address this minute (Retry-After)"),
     "503": _error("Redis unreachable"),
 }
 
@@ -348,6 +349,8 @@ POSTBACK_ERRORS = {
     "403": _error("Caller IP not in the source's allow-list"),
     "404": _error("Invalid postback key (unknown or inactive)"),
     "413": _error("Body too large (64 KiB single, 8 MiB batch)"),
+    "414": _error("Query string over 64 KiB"),
+    "429": _error("More than 20 invalid keys from this address this minute (Retry-After)"),
     "503": _error("Redis unreachable; retry (Retry-After)"),
 }
 POSTBACK_QUERY = [
@@ -685,6 +688,9 @@ ADMIN_PAGE_SCHEMAS = {
 }
 
 
+LAG_TOTAL = _obj({"lag": INT, "pending": INT}, ["lag", "pending"])
+
+
 def admin_page_paths() -> dict:
     html = {"description": "The page", "content": {"text/html": {"schema": STR}}}
     return {
@@ -786,8 +792,35 @@ def admin_page_paths() -> dict:
                                 "dead_letters": INT,
                                 "paused_partners": {"type": "array", "items": ANY_OBJECT},
                                 "time_ms": INT,
+                                "totals": {
+                                    "type": "object",
+                                    "description": "per group name, summed over partitions",
+                                    "additionalProperties": LAG_TOTAL,
+                                },
+                                "history": {
+                                    "type": "array",
+                                    "description": "samples of the last 10 minutes, oldest first",
+                                    "items": _obj(
+                                        {
+                                            "time_ms": INT,
+                                            "groups": {
+                                                "type": "object",
+                                                "additionalProperties": LAG_TOTAL,
+                                            },
+                                        },
+                                        ["time_ms", "groups"],
+                                    ),
+                                },
                             },
-                            ["groups", "retry_queue", "dead_letters", "paused_partners", "time_ms"],
+                            [
+                                "groups",
+                                "retry_queue",
+                                "dead_letters",
+                                "paused_partners",
+                                "time_ms",
+                                "totals",
+                                "history",
+                            ],
                         ),
                         "The lag report",
                     )

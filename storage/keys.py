@@ -144,6 +144,18 @@ class Keys:
         """String with a TTL: whoever sets it (NX) sends the next probe."""
         return f"{self.ns}:partner-probe:{partner_id}"
 
+    def throttle(self, kind: str, ip: str) -> str:
+        """Counter with a TTL: refused guesses (``kind`` key or admin) from ``ip`` this minute."""
+        return f"{self.ns}:throttle:{kind}:{ip}"
+
+    def lag_history(self) -> str:
+        """Stream: a sample of each consumer group's lag and pending, for the admin page."""
+        return f"{self.ns}:lag-history"
+
+    def lag_sample_lock(self) -> str:
+        """String with a TTL: whoever sets it (NX) records the next lag sample."""
+        return f"{self.ns}:lag-sample-lock"
+
     def pattern(self) -> str:
         """Glob matching every key of this namespace (tests clean up with it)."""
         return f"{self.ns}:*"

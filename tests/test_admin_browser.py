@@ -11,10 +11,12 @@ to ``$POSTBACK_SCREENSHOT_DIR`` (default: the test's tmp dir) and its path print
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +26,7 @@ import requests
 
 from core.entities import Offer, Partner, Source
 from scripts.embedded_redis import free_port
+from storage import lag_history
 from tests.sink import Reply, sink_fixture, until  # noqa: F401 - the ``sink`` fixture
 
 CHROMIUM = os.environ.get("POSTBACK_CHROMIUM", "/usr/bin/chromium")
@@ -35,6 +38,7 @@ TIMEZONE = "Asia/Tokyo"  # far from UTC, so local time and UTC differ on screen
 pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+expect.set_options(timeout=15_000)
 
 if not Path(CHROMIUM).exists() and os.environ.get("POSTBACK_REQUIRE_BROWSER") != "1":
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
@@ -49,7 +53,7 @@ def settings(settings):
 class System:
     """The edge, a matcher and a forwarder as child processes; their output in log files."""
 
-    def __init__(self, settings, workdir: Path) -> None:
+    def __init__(self, settings, workdir: Path, token: str | None = TOKEN) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -58,13 +62,15 @@ class System:
             "REDIS_URL": settings.redis_url,
             "POSTBACK_NAMESPACE": settings.namespace,
             "POSTBACK_PARTITIONS": str(settings.partitions),
-            "POSTBACK_ADMIN_TOKEN": TOKEN,
             "POSTBACK_BLOCK_MS": "200",
             # One quick retry, then the dead-letter stream: the down partner's jobs die fast.
             "POSTBACK_RETRY_SCHEDULE": "0",
             "POSTBACK_PAUSE_AFTER_FAILURES": "1000",
             "PYTHONUNBUFFERED": "1",
         }
+        self.env.pop("POSTBACK_ADMIN_TOKEN", None)
+        if token is not None:
+            self.env["POSTBACK_ADMIN_TOKEN"] = token
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, *args: str) -> None:
@@ -78,10 +84,11 @@ class System:
         log.close()  # the child holds its own copy
         self.procs.append((name, proc))
 
-    def up(self) -> None:
+    def up(self, *, workers: bool = True) -> None:
         self.start("edge", "--host", "127.0.0.1", "--port", str(self.port), "--threads", "4")
-        self.start("matcher", "--consumer", "m-browser")
-        self.start("forwarder", "--consumer", "f-browser")
+        if workers:
+            self.start("matcher", "--consumer", "m-browser")
+            self.start("forwarder", "--consumer", "f-browser")
 
         def ready() -> bool:
             self.check_alive()
@@ -125,7 +132,7 @@ class System:
 
 
 @pytest.fixture
-def system(settings, store, sink, tmp_path):
+def system(settings, store, sink, tmp_path, redis_client, keys):
     """The running relay with data: matched, unmatched and injected postbacks; one
     partner that answers, one that is down (so its deliveries end as dead letters)."""
     store.add_source(Source.build(name="Survey wall", key=KEY))
@@ -147,6 +154,20 @@ def system(settings, store, sink, tmp_path):
             allow_private=True,
         )
     )
+    # A partner paused after failing again and again (as the forwarder records it).
+    store.add_partner(Partner.build("sleepy", url=sink.url("/sleepy"), allow_private=True))
+    redis_client.hset(
+        keys.partner_health("sleepy"),
+        mapping={
+            "failures": "12",
+            "paused": "1",
+            "paused_since": str(int(time.time() * 1000)),
+            "last_error": "HTTP 502",
+        },
+    )
+    # Five minutes ago the matcher was 7 behind: the chart starts with the edge's history.
+    burst = {"groups": [{"group": "matcher", "lag": 7, "pending": 2}]}
+    lag_history.record(redis_client, keys, burst, int(time.time() * 1000) - 300_000)
     for click_id, user_id in (("CLK-1", "u1"), ("CLK-XSS", "u2")):
         store.add_click(offer_id="VBFS6", partner_id="pub1", user_id=user_id, click_id=click_id)
 
@@ -188,8 +209,9 @@ def system(settings, store, sink, tmp_path):
         relay.stop()
 
 
-@pytest.fixture
-def page(system):
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A Chromium page at 1280x800 in a zone far from UTC, recording dialogs and API calls."""
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -211,10 +233,18 @@ def page(system):
                 and page.api_calls.append((request.url, request.headers.get("authorization")))
             ),
         )
-        page.goto(system.base + "/admin")
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def page(system):
+    with browser_page(system.base + "/admin") as page:
         yield page
-        context.close()
-        browser.close()
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
@@ -247,6 +277,12 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     table = page.get_by_role("table")
     expect(table).to_contain_text("Survey wall")
     expect(rows(page).filter(has_text="CLK-NOPE")).to_contain_text("unmatched")
+    page.get_by_label("Hours", exact=True).fill("0")
+    page.get_by_label("Hours", exact=True).press("Enter")
+    expect(page.get_by_role("alert").filter(has_text="hours")).to_be_visible()
+    page.get_by_label("Hours", exact=True).fill("1")
+    page.get_by_label("Hours", exact=True).press("Enter")
+    expect(page.get_by_role("alert").filter(has_text="hours")).to_be_hidden()
     page.get_by_label("Outcome", exact=True).select_option("unmatched")
     expect(rows(page)).to_have_count(1)
     page.get_by_label("Outcome", exact=True).select_option("")
@@ -286,6 +322,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.get_by_label("Partner", exact=True).press("Enter")
     expect(rows(page)).to_have_count(2)
     expect(page.get_by_role("table")).not_to_contain_text("downnet")
+    shots = [screenshot_path(tmp_path, "admin-forwarded.png")]
+    page.screenshot(path=str(shots[-1]))
     rows(page).filter(has_text="cv").first.click()
     expect(dialog).to_contain_text("Payload sent")
     expect(dialog).to_contain_text("Response body")
@@ -297,7 +335,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.get_by_label("Partner", exact=True).fill("downnet")
     page.get_by_label("Success", exact=True).select_option("false")
     expect(rows(page)).to_have_count(4)
-    rows(page).first.click()
+    rows(page).first.focus()
+    page.keyboard.press("Enter")  # rows open from the keyboard too
     expect(dialog.locator(".attempt")).to_have_count(2)  # every attempt of that delivery
     expect(dialog).to_contain_text("partner down")
     page.keyboard.press("Escape")
@@ -307,6 +346,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.get_by_role("tab", name="Dead letters").click()
     expect(rows(page)).to_have_count(2)
     expect(page.get_by_role("button", name="Replay all")).to_be_disabled()
+    shots.append(screenshot_path(tmp_path, "admin-dead-letters.png"))
+    page.screenshot(path=str(shots[-1]))
     sink.respond("/down", 200)  # the partner is back
     rows(page).first.get_by_role("button", name="Replay", exact=True).click()
     expect(page.get_by_role("status").filter(has_text="Replayed dead letter")).to_be_visible()
@@ -329,6 +370,15 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     for group in ("matcher", "forwarder"):
         chart = page.locator(f'figure[data-group="{group}"]')
         expect(chart.get_by_role("img")).to_have_attribute("aria-label", re.compile(r"lag \d+"))
+    matcher_chart = page.locator('figure[data-group="matcher"]').get_by_role("img")
+    expect(matcher_chart).to_have_attribute(
+        "aria-label", re.compile(r"peak 7 over the last \d+ min")
+    )
+    # the old sample is drawn on its own: nobody watched in between, so no line joins it
+    lag_marks = matcher_chart.locator(".lag")
+    expect(lag_marks.first).to_have_attribute("class", "dot lag")
+    assert lag_marks.count() >= 2
+    expect(page.locator("#paused-partners")).to_contain_text("sleepy · 12 failures in a row")
     switch = page.get_by_role("switch", name="Auto-refresh every 5 s")
     expect(switch).to_be_checked()
 
@@ -341,13 +391,13 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
 
     page.get_by_role("tab", name="Received postbacks").click()
     expect(rows(page)).to_have_count(3)
-    shot = screenshot_path(tmp_path, "admin-page.png")
-    page.screenshot(path=str(shot))
+    shots.append(screenshot_path(tmp_path, "admin-page.png"))
+    page.screenshot(path=str(shots[-1]))
     rows(page).filter(has_text="CLK-XSS").click()
     expect(dialog).to_contain_text(INJECTION)
-    detail_shot = screenshot_path(tmp_path, "admin-page-detail.png")
-    page.screenshot(path=str(detail_shot))
-    print(f"\nadmin page screenshots: {shot} {detail_shot}")
+    shots.append(screenshot_path(tmp_path, "admin-page-detail.png"))
+    page.screenshot(path=str(shots[-1]))
+    print("\nadmin page screenshots:", *shots)
     page.get_by_role("button", name="Close").click()
 
     switch.uncheck()
@@ -358,3 +408,18 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     expect(page.get_by_label("Admin token")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('postback-relay.admin-token')") is None
     assert page.dialogs == []
+
+
+def test_the_page_says_so_when_the_admin_api_is_off(settings, store, tmp_path):
+    relay = System(settings, tmp_path, token=None)
+    relay.up(workers=False)
+    try:
+        with browser_page(relay.base + "/admin") as page:
+            page.get_by_label("Admin token").fill(TOKEN)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("alert")).to_contain_text("The admin API is off")
+            expect(page.get_by_role("alert")).to_contain_text("POSTBACK_ADMIN_TOKEN")
+            assert page.evaluate("sessionStorage.length") == 0
+            assert page.dialogs == []
+    finally:
+        relay.stop()

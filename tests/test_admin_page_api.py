@@ -10,6 +10,7 @@ import pytest
 from falcon import testing
 
 from edge.app import create_app
+from storage import lag_history
 from storage.keys import Keys
 from tests.test_admin_api import AUTH, TOKEN
 from tests.test_deadletters import dead_delivery, dead_postback
@@ -121,6 +122,8 @@ def test_replay_by_partner_replays_that_partner_only(client, redis_client, keys)
         ({"ids": "1714000000001-0"}, "ids"),
         ({"ids": ["<script>"]}, "ids"),
         ({"ids": [17]}, "ids"),
+        ({"ids": ["99999999999999999999999-0"]}, "ids"),
+        ({"ids": ["1-99999999999999999999999"]}, "ids"),
         ({"partner": ""}, "partner"),
         ({"partner": 5}, "partner"),
     ],
@@ -189,19 +192,46 @@ def test_deliveries_of_a_conversion(client, redis_client, keys):
 
 def test_a_story_not_in_the_logs_is_a_404_and_a_bad_id_a_400(client):
     assert client.simulate_get(f"/api/admin/postbacks/{now_ms()}-0").status_code == 404
-    bad = client.simulate_get("/api/admin/postbacks/not-an-id")
-    assert bad.status_code == 400 and bad.json["error"].startswith("log_id:")
+    for wrong in ("not-an-id", "1-", "99999999999999999999999-0", "١٢-0"):
+        bad = client.simulate_get(f"/api/admin/postbacks/{wrong}")
+        assert bad.status_code == 400 and bad.json["error"].startswith("log_id:"), wrong
 
 
 # -- lag panel and the page ------------------------------------------------------------------
 def test_lag_reports_every_group_of_every_partition(client, redis_client, keys):
     redis_client.xadd(keys.input_stream(1), {"source": "x", "params": "{}"})
+    redis_client.sadd(keys.partners_index(), "p9")
+    redis_client.hset(keys.partner_health("p9"), mapping={"failures": "10", "paused": "1"})
     report = client.simulate_get("/api/admin/lag").json
     rows = {(g["stream"], g["group"]): g for g in report["groups"]}
     assert len(rows) == 4
     assert rows[(keys.input_stream(1), "matcher")]["lag"] == 1
-    assert report["dead_letters"] == 0 and report["paused_partners"] == []
+    assert report["dead_letters"] == 0
+    assert [(p["partner_id"], p["failures"]) for p in report["paused_partners"]] == [("p9", 10)]
     assert abs(report["time_ms"] - now_ms()) < 60_000
+    assert report["totals"] == {
+        "matcher": {"lag": 1, "pending": 0},
+        "forwarder": {"lag": 0, "pending": 0},
+    }
+    # The reading is kept as a sample, so the next viewer's chart starts with it.
+    [sample] = report["history"]
+    assert sample == {"time_ms": report["time_ms"], "groups": report["totals"]}
+
+
+def test_lag_history_keeps_one_sample_per_interval(redis_client, keys):
+    report = {"groups": [{"group": "matcher", "lag": 2, "pending": 1}] * 2}
+    t = now_ms()
+    assert lag_history.record(redis_client, keys, report, t, every_ms=60_000)
+    assert not lag_history.record(redis_client, keys, report, t + 10, every_ms=60_000)
+    redis_client.delete(keys.lag_sample_lock())  # the interval has passed
+    assert lag_history.record(redis_client, keys, {"groups": []}, t + 20, every_ms=60_000)
+    assert lag_history.read(redis_client, keys, since_ms=t) == [
+        {"time_ms": t, "groups": {"matcher": {"lag": 4, "pending": 2}}},
+        {"time_ms": t + 20, "groups": {}},
+    ]
+    assert lag_history.read(redis_client, keys, since_ms=t + 1) == [
+        {"time_ms": t + 20, "groups": {}}
+    ]
 
 
 def test_the_page_needs_no_token_and_its_calls_do(settings2, redis_client):

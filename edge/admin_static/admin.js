@@ -4,10 +4,10 @@
 "use strict";
 
 const TOKEN_KEY = "postback-relay.admin-token";
-const LAG_KEY = "postback-relay.lag-samples";
 const AUTO_KEY = "postback-relay.auto-refresh";
 const REFRESH_MS = 5000;
 const LAG_WINDOW_MS = 10 * 60 * 1000;
+const LAG_GAP_MS = 4 * REFRESH_MS;
 const PER_PAGE = 50;
 
 const POSTBACK_STATUSES = ["approved", "pending", "rejected", "test"];
@@ -65,6 +65,10 @@ function pretty(value) {
 
 function badge(text, kind) {
   return el("span", { className: "badge " + (kind || "") }, show(text));
+}
+
+function partnerLabel(id, name) {
+  return name && name !== id ? show(id) + " (" + name + ")" : show(id);
 }
 
 function outcomeKind(outcome) {
@@ -156,7 +160,6 @@ async function signIn(event) {
 
 function signOut(reason) {
   sessionStorage.removeItem(TOKEN_KEY);
-  sessionStorage.removeItem(LAG_KEY);
   stopTimer();
   if ($("detail").open) $("detail").close();
   $("app-view").hidden = true;
@@ -215,7 +218,7 @@ const TABS = {
     ],
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
-      ["Partner", (r) => (r.partner_name && r.partner_name !== r.partner_id ? r.partner_id + " (" + r.partner_name + ")" : show(r.partner_id))],
+      ["Partner", (r) => partnerLabel(r.partner_id, r.partner_name)],
       ["Result", (r) => badge(r.result || (r.success ? "delivered" : "failed"), resultKind(r))],
       ["HTTP", (r) => show(r.status_code)],
       ["Attempt", (r) => show(r.attempt)],
@@ -234,9 +237,9 @@ const TABS = {
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
       ["Kind", (r) => show(r.kind)],
-      ["Partner", (r) => show(r.partner_id)],
+      ["Partner", (r) => partnerLabel(r.partner_id, r.partner_name)],
       ["Error", (r) => el("span", { className: "url", title: r.error }, show(r.error))],
-      ["Attempt", (r) => show(r.attempt)],
+      ["Attempts", (r) => show(r.attempt)],
       ["Conversion", (r) => show(r.conversion_id)],
       ["", (r) => el("button", { type: "button", className: "small", "data-replay": r.id, onclick: (e) => { e.stopPropagation(); replayOne(r.id); } }, "Replay")],
     ],
@@ -249,6 +252,7 @@ const state = {
   values: { received: {}, forwarded: {}, dead: {} },
   page: { received: 1, forwarded: 1, dead: 1 },
   loading: false,
+  seq: 0,
   timer: null,
   partners: [],
 };
@@ -363,24 +367,34 @@ async function loadTable() {
     if (value) params[filter.name] = value;
   }
   state.loading = true;
+  const seq = ++state.seq;
   try {
     const data = await api(tab.path, { params });
-    if (tabName !== state.tab) return; // the person moved on meanwhile
+    // The person moved on meanwhile (another tab, filter or page): a late answer to an
+    // older question must not overwrite the newer one.
+    if (tabName !== state.tab || seq !== state.seq) return;
     $("table-error").textContent = "";
     renderRows(tab, data[tab.list] || []);
     renderPager(data);
     $("last-refresh").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (error) {
-    if (tabName === state.tab) failed(error, $("table-error"));
+    if (tabName === state.tab && seq === state.seq) failed(error, $("table-error"));
   } finally {
     state.loading = false;
   }
 }
 
+function rowKey(row) {
+  return String(row.id || row.log_id || "");
+}
+
 function renderRows(tab, rows) {
+  // A refresh rebuilds the rows: keep the keyboard focus on the row it was on.
+  const focused = document.activeElement;
+  const focusKey = focused && focused.closest && focused.closest("tbody tr") ? focused.closest("tbody tr").dataset.key : null;
   const body = clear($("rows").tBodies[0]);
   for (const row of rows) {
-    const tr = el("tr", { tabindex: "0", className: "clickable", title: "Open the whole story" });
+    const tr = el("tr", { tabindex: "0", className: "clickable", title: "Open the whole story", "data-key": rowKey(row) });
     for (const [, cell] of tab.columns) {
       const value = cell(row);
       tr.append(el("td", {}, value));
@@ -393,6 +407,7 @@ function renderRows(tab, rows) {
       }
     });
     body.append(tr);
+    if (focusKey !== null && tr.dataset.key === focusKey) tr.focus();
   }
   $("empty").hidden = rows.length > 0;
 }
@@ -444,14 +459,8 @@ function stopTimer() {
 }
 
 // -- lag panel ------------------------------------------------------------------------------
-function lagSamples() {
-  try {
-    return JSON.parse(sessionStorage.getItem(LAG_KEY) || "[]");
-  } catch (_) {
-    return [];
-  }
-}
-
+// The edge keeps a sample every 5 s while anyone watches (``history``), so the chart shows
+// the last minutes as soon as the page opens; this page's own reading is the newest point.
 async function refreshLag() {
   let report;
   try {
@@ -461,19 +470,18 @@ async function refreshLag() {
     else $("lag-facts").replaceChildren(el("dt", {}, "Lag"), el("dd", { className: "error" }, error.message));
     return;
   }
-  const groups = {};
-  for (const g of report.groups || []) {
-    const sum = groups[g.group] || (groups[g.group] = { lag: 0, pending: 0, streams: 0 });
-    sum.lag += g.lag;
-    sum.pending += g.pending;
-    sum.streams += 1;
-  }
   const now = report.time_ms || Date.now();
-  const samples = lagSamples().filter((s) => s.t > now - LAG_WINDOW_MS);
-  samples.push({ t: now, g: Object.fromEntries(Object.entries(groups).map(([k, v]) => [k, [v.lag, v.pending]])) });
-  sessionStorage.setItem(LAG_KEY, JSON.stringify(samples));
-  renderLagCharts(groups, samples, now);
-  renderLagFacts(report, groups);
+  const asPoint = (time, groups) => ({
+    t: time,
+    g: Object.fromEntries(Object.entries(groups || {}).map(([name, v]) => [name, [v.lag, v.pending]])),
+  });
+  const samples = (report.history || [])
+    .filter((s) => s.time_ms > now - LAG_WINDOW_MS && s.time_ms < now)
+    .map((s) => asPoint(s.time_ms, s.groups));
+  samples.push(asPoint(now, report.totals));
+  const totals = report.totals || {};
+  renderLagCharts(totals, samples, now);
+  renderLagFacts(report);
 }
 
 function renderLagCharts(groups, samples, now) {
@@ -509,12 +517,23 @@ function chart(group, samples, now) {
       " over the last " + Math.round(span / 60000) + " min",
   });
   drawing.append(svg("line", { x1: 0, y1: height - 3, x2: width, y2: height - 3, class: "axis" }));
+  // Minutes nobody watched have no samples: the line breaks there instead of inventing a slope.
+  const segments = [];
+  for (const point of points) {
+    const current = segments[segments.length - 1];
+    if (current && point.t - current[current.length - 1].t <= LAG_GAP_MS) current.push(point);
+    else segments.push([point]);
+  }
   for (const [index, cls] of [[1, "pending"], [0, "lag"]]) {
-    if (points.length === 1) {
-      drawing.append(svg("circle", { cx: x(points[0].t), cy: y(last[index]), r: 2.5, class: "dot " + cls }));
-    } else if (points.length > 1) {
-      const line = points.map((s) => x(s.t).toFixed(1) + "," + y(s.g[group][index]).toFixed(1)).join(" ");
-      drawing.append(svg("polyline", { points: line, class: "series " + cls, "vector-effect": "non-scaling-stroke" }));
+    for (const segment of segments) {
+      if (segment.length === 1) {
+        drawing.append(svg("rect", {
+          x: x(segment[0].t) - 1.5, y: y(segment[0].g[group][index]) - 1.5, width: 3, height: 3, class: "dot " + cls,
+        }));
+      } else {
+        const line = segment.map((s) => x(s.t).toFixed(1) + "," + y(s.g[group][index]).toFixed(1)).join(" ");
+        drawing.append(svg("polyline", { points: line, class: "series " + cls, "vector-effect": "non-scaling-stroke" }));
+      }
     }
   }
   return el("div", { className: "chart-body" },
@@ -524,13 +543,13 @@ function chart(group, samples, now) {
       el("span", {}, "−" + Math.round(span / 60000) + " min"), el("span", {}, "now")));
 }
 
-function renderLagFacts(report, groups) {
+function renderLagFacts(report) {
   const facts = clear($("lag-facts"));
-  const streams = Object.values(groups).reduce((n, g) => Math.max(n, g.streams), 0);
+  const partitions = (report.groups || []).filter((g) => g.group === "matcher").length;
   for (const [name, value] of [
     ["Retry queue", report.retry_queue],
     ["Dead letters", report.dead_letters],
-    ["Partitions", streams],
+    ["Partitions", partitions],
   ]) {
     facts.append(el("dt", {}, name), el("dd", {}, show(value)));
   }
@@ -661,7 +680,7 @@ function attemptItem(attempt) {
       " HTTP " + show(attempt.status_code) + " · " + show(attempt.response_ms) + " ms · ",
       timeCell(attempt.time_ms)),
     facts([
-      ["Partner", attempt.partner_id + (attempt.partner_name ? " (" + attempt.partner_name + ")" : "")],
+      ["Partner", partnerLabel(attempt.partner_id, attempt.partner_name)],
       ["Method", attempt.method],
       ["URL", el("code", { className: "wrap" }, show(attempt.url))],
       ["Error", attempt.error],
@@ -703,7 +722,7 @@ function summarySection(deliveries) {
   const items = [];
   for (const d of latest.values()) {
     items.push(el("li", {},
-      el("strong", {}, d.partner_id + (d.partner_name && d.partner_name !== d.partner_id ? " (" + d.partner_name + ")" : "")),
+      el("strong", {}, partnerLabel(d.partner_id, d.partner_name)),
       " ", badge(d.result || (d.success ? "delivered" : "failed"), resultKind(d)),
       " " + show((d.payload || {}).status) + " · HTTP " + show(d.status_code) + " · attempt " + show(d.attempt) + " · ",
       timeCell(d.time_ms)));
@@ -743,7 +762,7 @@ async function openDeadLetter(row) {
     ["ID", row.id],
     ["Kind", row.kind],
     ["Died", timeCell(row.time_ms)],
-    ["Partner", row.partner_id + (row.partner_name ? " (" + row.partner_name + ")" : "")],
+    ["Partner", partnerLabel(row.partner_id, row.partner_name)],
     ["Error", row.error],
     ["Attempts made", row.attempt],
     ["Conversion", row.conversion_id],
