@@ -400,6 +400,19 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     print("\nadmin page screenshots:", *shots)
     page.get_by_role("button", name="Close").click()
 
+    # -- "did partner X get conversion Y, and what did it answer?" from the conversion id
+    logs = system.admin("/api/admin/received-postbacks", outcome="matched")["logs"]
+    conversion_id = next(r["conversion_id"] for r in logs if r["click_id"] == "CLK-1")
+    page.get_by_label("Find conversion or log ID").fill(conversion_id)
+    page.get_by_role("button", name="Find").click()
+    summary = dialog.locator("section").filter(has_text="Forwarded to")
+    expect(summary).to_contain_text("pub1 (Publisher One)")
+    expect(summary.locator("li").filter(has_text="pub1")).to_contain_text("delivered")
+    expect(summary.locator("li").filter(has_text="pub1")).to_contain_text("HTTP 200")
+    expect(dialog).to_contain_text("Response body")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
     switch.uncheck()
     expect(switch).not_to_be_checked()
 
