@@ -25,6 +25,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
     threads: int = 8
+    #: Edge processes sharing the port; 0 means one per CPU this process may use. None
+    #: (not set) is 1 for ``postback edge`` and one per CPU for ``postback dev``.
+    edge_workers: int | None = None
     namespace: str = "pb"
     partitions: int = 1
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
@@ -43,6 +46,8 @@ class Settings:
     block_ms: int = 2000
     max_deliveries: int = 5
     fallback_window_s: int = 3600
+    #: Where edge workers keep their metrics (prometheus_client's multiprocess mode).
+    metrics_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +84,26 @@ def _port(raw: str) -> int:
     if not 0 < value < 65536:
         raise ValueError("must be a port number from 1 to 65535")
     return value
+
+
+def workers(raw: str) -> int:
+    """A worker count: a whole number from 1, or ``auto`` (0: one per usable CPU)."""
+    if raw.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number from 1, or auto (one per CPU)") from None
+    if value <= 0:
+        raise ValueError("must be a whole number from 1, or auto (one per CPU)")
+    return value
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 def _positive_float(raw: str) -> float:
@@ -127,6 +152,7 @@ _VARIABLES = {
     "HOST": ("host", str),
     "PORT": ("port", _port),
     "POSTBACK_THREADS": ("threads", _positive_int),
+    "POSTBACK_EDGE_WORKERS": ("edge_workers", workers),
     "POSTBACK_NAMESPACE": ("namespace", _namespace),
     "POSTBACK_PARTITIONS": ("partitions", _positive_int),
     "POSTBACK_RETRY_SCHEDULE": ("retry_schedule", _schedule),
@@ -143,6 +169,7 @@ _VARIABLES = {
     "POSTBACK_BLOCK_MS": ("block_ms", _positive_int),
     "POSTBACK_MAX_DELIVERIES": ("max_deliveries", _positive_int),
     "POSTBACK_FALLBACK_WINDOW": ("fallback_window_s", _positive_int),
+    "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", str),
 }
 
 #: Every variable the system reads, for the README and ``postback --help``.

@@ -23,6 +23,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from scripts import lag
 from storage.formats import LATENCY_BUCKETS_MS, OUTCOMES
@@ -163,13 +164,22 @@ class RelayCollector:
 
 
 class _Scrape:
-    """This process's registry and the relay collector, exposed as one."""
+    """The edge's counters and the relay collector, exposed as one.
+
+    Under ``postback edge --workers N`` the workers keep their counters in files of one
+    directory (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, set
+    by the supervisor), so whichever worker answers a scrape reports them all.
+    """
 
     def __init__(self, ctx) -> None:
         self.relay = RelayCollector(ctx)
+        self.counters = REGISTRY
+        if ctx.settings.metrics_dir:
+            self.counters = CollectorRegistry()
+            MultiProcessCollector(self.counters, path=ctx.settings.metrics_dir)
 
     def collect(self):
-        yield from REGISTRY.collect()
+        yield from self.counters.collect()
         yield from self.relay.collect()
 
 

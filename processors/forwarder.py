@@ -13,11 +13,13 @@ Each :meth:`Forwarder.process_batch` step
 4. sorts the jobs: an inactive partner's are logged as failed, a paused partner's wait
    in the retry set for its next probe (one probe goes out), the rest go to the
    :class:`~processors.slots.Slots`. Delivery threads take their next job from there
-   themselves, partners taking turns, at most ``partner_max_inflight`` of a partner at
-   once, so a slow partner cannot take every thread nor stand in front of another's
-   jobs. A partner at its cap keeps about a second's worth waiting here (by its average
-   response time); the surplus waits in the retry set for a second, without spending an
-   attempt.
+   themselves the moment they finish one, partners taking turns, at most
+   ``partner_max_inflight`` of a partner at once, so a slow partner cannot take every
+   thread nor stand in front of another's jobs, and a busy fast partner's slots are
+   refilled at once from memory. A partner keeps about a second's worth of its
+   deliveries waiting here (by its response time: a fast one up to the whole capacity,
+   a 30 s one only its cap); only the surplus beyond that waits in the retry set for a
+   second, without spending an attempt.
 
 :meth:`Forwarder.run` is the loop around it: :meth:`stop` (SIGTERM/SIGINT) finishes the
 deliveries in hand and returns; a lost Redis is retried with backoff.
@@ -65,8 +67,10 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_S = 0.01
 #: Weight of the newest answer in a partner's average response time.
 LATENCY_EWMA = 0.3
-#: Seconds a job of a partner at its cap waits in the retry set before it is tried again.
+#: Seconds a job of a partner over its in-memory bound waits in the retry set.
 OVERFLOW_DELAY_S = 1.0
+#: About how long a partner's jobs may wait here for one of its slots.
+LOCAL_WAIT_S = 1.0
 #: How long a partner's health read stays fresh in this process.
 HEALTH_TTL_S = 1.0
 
@@ -218,20 +222,32 @@ class Forwarder:
             self._slots.set_partner(partner)
             for item in items:
                 self._slots.put(item, partner)
-            if items:  # beyond its cap plus ~1 s of waiting, a partner's jobs wait a second
-                cap = self.settings.partner_max_inflight
-                keep = cap + self._local_wait_limit(pid) - self._slots.inflight(pid)
+            # Beyond its in-memory bound a partner's waiting jobs go back to Redis for a
+            # second (no attempt spent), newest first; looked at again every step, as
+            # a partner that was fast may have turned slow.
+            keep = self._held_limit(pid) - self._slots.inflight(pid)
+            if self._slots.waiting(pid) > keep:
+                due = self._now_ms() + int(OVERFLOW_DELAY_S * 1000)
                 for item in self._slots.remove(pid, keep=keep):
-                    self._defer(item, self._now_ms() + int(OVERFLOW_DELAY_S * 1000))
+                    self._defer(item, due)
 
-    def _local_wait_limit(self, partner_id: str) -> int:
-        """How many of a partner's jobs may wait here for a slot: ~1 s of its deliveries."""
+    def _held_limit(self, partner_id: str) -> int:
+        """How many of a partner's jobs this process may hold, in flight or waiting here.
+
+        Its cap in flight, plus what its slots get through in about ``LOCAL_WAIT_S``, by
+        its average response time or, when longer, by how long its oldest delivery in
+        flight has been running: a partner answering in 5 ms may fill the whole
+        capacity (it drains in a few milliseconds, and refilling its slots never waits
+        for Redis); one answering in 30 s keeps its cap waiting and no more, so the jobs
+        of the others behind its backlog in the stream are still read.
+        """
         cap = self.settings.partner_max_inflight
-        most = max(cap, self.capacity // 2)
-        latency = self._latency_ms.get(partner_id)
-        if latency is None:
-            return most
-        return max(cap, min(most, int(cap * 1000 / max(latency, 1.0))))
+        latency_s = max(
+            self._latency_ms.get(partner_id, 0.0) / 1000, self._slots.oldest_running_s(partner_id)
+        )
+        if latency_s <= 0:  # nothing known yet: give it the benefit of the doubt
+            return self.capacity
+        return max(2 * cap, min(self.capacity, cap + int(cap * LOCAL_WAIT_S / latency_s)))
 
     def _dispatch_paused(
         self, partner: Partner, health: partner_health.Health, items: list[Held]
@@ -286,7 +302,7 @@ class Forwarder:
                     result = outcome.result
                 self._results.put(Finished(item, partner, request, outcome, int(started * 1000)))
             finally:
-                self._slots.done(item.partner_id, result)
+                self._slots.done(item, result)
 
     def _take(self, finished: Finished) -> None:
         """Note a finished delivery's response time; its bookkeeping follows in a batch."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import defaultdict, deque
 
 from core import delivery
@@ -40,6 +41,7 @@ class Slots:
         self._waiting: dict[str, deque[Held]] = defaultdict(deque)
         self._partner: dict[str, Partner] = {}
         self._inflight: dict[str, int] = defaultdict(int)
+        self._started: dict[str, dict[int, float]] = defaultdict(dict)  # id(job) → monotonic
         self._failures: dict[str, int] = defaultdict(int)  # in a row, as seen here
         self._unrecorded: dict[str, int] = defaultdict(int)  # attempts ended, not recorded
 
@@ -74,12 +76,16 @@ class Slots:
                 # A token may be stale: its job was taken back, or the partner is held.
                 if self._waiting[pid] and self._failures[pid] < self.hold_after:
                     self._inflight[pid] += 1
-                    return self._waiting[pid].popleft(), self._partner[pid]
+                    item = self._waiting[pid].popleft()
+                    self._started[pid][id(item)] = time.monotonic()
+                    return item, self._partner[pid]
 
-    def done(self, partner_id: str, result: str | None = None) -> None:
+    def done(self, item: Held, result: str | None = None) -> None:
         """A delivery ended; ``result`` is its outcome when an HTTP attempt was made."""
+        partner_id = item.partner_id
         with self._lock:
             self._inflight[partner_id] -= 1
+            self._started[partner_id].pop(id(item), None)
             if result is not None:
                 self._unrecorded[partner_id] += 1
             if result == delivery.DELIVERED:
@@ -109,6 +115,15 @@ class Slots:
 
     def inflight(self, partner_id: str) -> int:
         return self._inflight[partner_id]
+
+    def waiting(self, partner_id: str) -> int:
+        return len(self._waiting.get(partner_id, ()))
+
+    def oldest_running_s(self, partner_id: str) -> float:
+        """How long the partner's longest-running delivery has been going (0: none)."""
+        with self._lock:
+            started = self._started.get(partner_id)
+            return time.monotonic() - min(started.values()) if started else 0.0
 
     def partners_waiting(self) -> list[str]:
         with self._lock:

@@ -25,11 +25,14 @@ import time
 import uuid
 
 import orjson
+import requests
 
+from core import delivery
 from core.config import Settings
 from core.entities import Partner
 from processors.forwarder import Forwarder
 from processors.forwarder_cli import cpu_number, pin_to_cpu
+from scripts.bench_util import Row, in_threads
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
 from storage.repositories import Store
@@ -108,8 +111,36 @@ def start_sink(delay_s: float) -> tuple[multiprocessing.Process, str]:
 
 
 # -- one case -----------------------------------------------------------------------------
+def _job(i: int, partner_id: str, created: int) -> dict:
+    return {
+        "partner_id": partner_id,
+        "payload": {
+            "click_id": f"CLK-{i}",
+            "status": "approved",
+            "payout": "4.00",
+            "currency": "USD",
+            "offer_id": "VBFS6",
+            "transaction_id": f"TXN-{i}",
+            "conversion_id": f"cv0-{i:024d}",
+            "user_id": "u1",
+            "timestamp": created // 1000,
+        },
+        "log_id": f"{created}-{i}",
+        "conversion_id": f"cv0-{i:024d}",
+        "attempt": 1,
+        "created": created,
+    }
+
+
 def run_case(
-    base: Settings, sink_url: str, path: str, *, jobs: int, partners: int, time_limit: float
+    base: Settings,
+    sink_url: str,
+    path: str,
+    *,
+    jobs: int,
+    partners: int,
+    time_limit: float,
+    method: str = "GET",
 ) -> tuple[int, float, float]:
     """Deliver ``jobs`` jobs; returns (delivered, seconds, CPU seconds of this process)."""
     settings = base.with_overrides(namespace="bench" + uuid.uuid4().hex[:10])
@@ -121,29 +152,18 @@ def run_case(
         ids = [f"bench-{i}" for i in range(partners)]
         for pid in ids:
             store.add_partner(
-                Partner.build(pid, url=f"{sink_url}{path}/{pid}", allow_private=True, secret="s")
+                Partner.build(
+                    pid,
+                    url=f"{sink_url}{path}/{pid}",
+                    method=method,
+                    allow_private=True,
+                    secret="s",
+                )
             )
         pipe = client.pipeline(transaction=False)
         created = int(time.time() * 1000)
         for i in range(jobs):
-            job = {
-                "partner_id": ids[i % partners],
-                "payload": {
-                    "click_id": f"CLK-{i}",
-                    "status": "approved",
-                    "payout": "4.00",
-                    "currency": "USD",
-                    "offer_id": "VBFS6",
-                    "transaction_id": f"TXN-{i}",
-                    "conversion_id": f"cv0-{i:024d}",
-                    "user_id": "u1",
-                    "timestamp": created // 1000,
-                },
-                "log_id": f"{created}-{i}",
-                "conversion_id": f"cv0-{i:024d}",
-                "attempt": 1,
-                "created": created,
-            }
+            job = _job(i, ids[i % partners], created)
             pipe.xadd(
                 keys.forward_stream(i % settings.partitions), {"job": orjson.dumps(job).decode()}
             )
@@ -151,26 +171,85 @@ def run_case(
                 pipe.execute()
         pipe.execute()
 
+        def delivered() -> int:
+            return sum(
+                int(client.hget(keys.stats(n), f"delivery:{pid}:delivered") or 0)
+                for n in keys.all_partitions()
+                for pid in ids
+            )
+
         forwarder = Forwarder(settings, client, consumer="bench")
-        recorded = 0
+        done, next_look = 0, 0.0
         started, cpu = time.perf_counter(), time.process_time()
         deadline = started + time_limit
         try:
-            while recorded < jobs and time.perf_counter() < deadline:
-                recorded += forwarder.process_batch(block=False)
+            # Until every job is delivered: a step also records jobs put off for later.
+            while done < jobs and time.perf_counter() < deadline:
+                forwarder.process_batch(block=False)
+                if time.perf_counter() >= next_look:
+                    done, next_look = delivered(), time.perf_counter() + 0.02
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         finally:
             forwarder.close()
-        delivered = sum(
-            int(client.hget(keys.stats(n), f"delivery:{pid}:delivered") or 0)
-            for n in keys.all_partitions()
-            for pid in ids
-        )
-        return delivered, elapsed, cpu
+        return delivered(), elapsed, cpu
     finally:
         for key in client.scan_iter(match=keys.pattern(), count=1000):
             client.delete(key)
         client.close()
+
+
+def _yardstick(sink_url: str, path: str, jobs: int, threads: int, method: str) -> float:
+    """Deliveries/s of ``threads`` threads, each with its own Session, the same requests."""
+    created = int(time.time() * 1000)
+    url = f"{sink_url}{path}/bench-0"
+    requests_ = [
+        delivery.build_request(url, method, _job(i, "bench-0", created)["payload"], secret="s")
+        for i in range(jobs)
+    ]
+    shares = [requests_[i::threads] for i in range(threads)]
+    failed: list[int] = []
+
+    def work(i: int) -> None:
+        with requests.Session() as session:
+            for request in shares[i]:
+                response = session.request(
+                    request.method, request.url, data=request.body, headers=request.headers
+                )
+                if response.status_code != 200:
+                    failed.append(response.status_code)
+
+    elapsed = in_threads(threads, work)
+    if failed:
+        raise RuntimeError(f"the sink answered {failed[0]} to the yardstick")
+    return jobs / elapsed
+
+
+def forwarder_row(base: Settings, *, jobs: int) -> Row:
+    """One forwarder delivering ``jobs`` to ONE fast partner ÷ 8 threads with Sessions."""
+    process, url = start_sink(0.0)
+    try:
+        yard = _yardstick(url, "/fast", jobs, 8, "POST")
+        delivered, seconds, cpu = run_case(
+            base, url, "/fast", jobs=jobs, partners=1, time_limit=120, method="POST"
+        )
+    finally:
+        process.terminate()
+        process.join(5)
+    notes = [
+        f"signed POST deliveries, {base.partner_max_inflight} in flight to the partner; "
+        f"{cpu / max(delivered, 1) * 1e6:.0f} us CPU each"
+    ]
+    if delivered < jobs:
+        notes.append(f"only {delivered} of {jobs} delivered in the time limit")
+    return Row(
+        f"one forwarder, {jobs:,} jobs to ONE fast partner",
+        delivered / seconds,
+        "deliveries/s",
+        yard,
+        "8 threads, each with its own requests.Session",
+        0.5,
+        notes=notes,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

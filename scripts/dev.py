@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 
-from core.config import Settings
+from core.config import Settings, usable_cpus
 from core.entities import Offer, Partner, Source, ValidationError
+from edge.server import workers_argument
 from scripts.embedded_redis import RunningRedis, ensure_redis
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
@@ -35,6 +36,12 @@ DEMO_USER = "demo-user"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="edge address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="edge port (default $PORT or 8080)")
+    parser.add_argument(
+        "--workers",
+        type=workers_argument,
+        help="edge processes (default $POSTBACK_EDGE_WORKERS, else auto: one per CPU, "
+        "the fastest here)",
+    )
     parser.add_argument("--no-demo", action="store_true", help="do not seed demo records")
 
 
@@ -42,6 +49,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     redis_server = ensure_redis(settings.redis_url, allow_fake=True)
     settings = settings.with_overrides(redis_url=redis_server.url)
     port = args.port or settings.port
+    edge_workers = args.workers if args.workers is not None else settings.edge_workers
+    edge_workers = edge_workers or usable_cpus()
     children: list[subprocess.Popen] = []
     sink = _DemoSink() if not args.no_demo else None
     try:
@@ -50,7 +59,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         curl = _seed_demo(settings, client, args.host, port, sink) if sink else None
         env = {**os.environ, "REDIS_URL": redis_server.url}
         for argv in (
-            ["edge", "--host", args.host, "--port", str(port)],
+            ["edge", "--host", args.host, "--port", str(port), "--workers", str(edge_workers)],
             ["matcher"],
             ["forwarder"],
         ):

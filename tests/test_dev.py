@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import os
-import queue
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import requests
 
 from scripts.embedded_redis import free_port
+from tests.output import Output
 
 pytestmark = pytest.mark.slow
-
-
-class Output:
-    """The lines a child process prints, read on a thread so waiting can time out."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if match := re.search(pattern, line):
-                return match
-        pytest.fail(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
-
-    def close(self) -> None:
-        self.thread.join(5)  # reads to EOF once the process is gone
-        self.proc.stdout.close()
 
 
 def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, store):
