@@ -65,6 +65,7 @@ ANY_OBJECT = {"type": "object", "additionalProperties": True}
 ADMIN_ERRORS = {
     "401": _error("Missing or wrong bearer token"),
     "403": _error("Admin API off: no POSTBACK_ADMIN_TOKEN configured"),
+    "429": _error("More than 20 wrong tokens from this address this minute (Retry-After)"),
     "503": _error("Redis unreachable"),
 }
 
@@ -107,6 +108,12 @@ PARTNER_STATUS_MAP = {
     **_NAME_MAP,
     "description": 'our status -> the value the partner wants, e.g. {"approved": "1"}',
 }
+SOURCE_DIALECT_NOTE = (
+    "A source with parameter aliases (its `params`, e.g. `aff_sub` for `click_id`) and a "
+    "status map (its `status_map`, e.g. `1` for `approved`) is read in its own names "
+    "first: an aliased name counts as its field and is not kept as custom data, the "
+    "field's own name still works, and a mapped status value becomes the status."
+)
 GOALS = {
     "type": "object",
     "additionalProperties": {
@@ -342,6 +349,8 @@ POSTBACK_ERRORS = {
     "403": _error("Caller IP not in the source's allow-list"),
     "404": _error("Invalid postback key (unknown or inactive)"),
     "413": _error("Body too large (64 KiB single, 8 MiB batch)"),
+    "414": _error("Query string over 64 KiB"),
+    "429": _error("More than 20 invalid keys from this address this minute (Retry-After)"),
     "503": _error("Redis unreachable; retry (Retry-After)"),
 }
 POSTBACK_QUERY = [
@@ -416,12 +425,14 @@ def build_document() -> dict:
             "get": {
                 "tags": ["postbacks"],
                 "summary": "Receive a postback (query parameters; others kept as custom data)",
+                "description": SOURCE_DIALECT_NOTE,
                 "parameters": POSTBACK_QUERY,
                 "responses": {"200": _json(_ref("Accepted"), "Durably queued"), **POSTBACK_ERRORS},
             },
             "post": {
                 "tags": ["postbacks"],
                 "summary": "Receive a postback (JSON object or form body)",
+                "description": SOURCE_DIALECT_NOTE,
                 "requestBody": {
                     "required": True,
                     "content": {

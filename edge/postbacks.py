@@ -32,6 +32,7 @@ from core.postback import (
     BatchTooLarge,
     PostbackError,
     body_kind,
+    check_query_utf8,
     last_values,
     parse_form,
     parse_json_object,
@@ -39,7 +40,7 @@ from core.postback import (
     validate,
     validate_item,
 )
-from edge import metrics
+from edge import metrics, throttle
 from edge.client_ip import client_ip, ip_allowed
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
@@ -88,7 +89,7 @@ class Ingest:
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
             metrics.count_refused("unknown_key")
-            raise falcon.HTTPNotFound(description=_INVALID_KEY)
+            throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
         entries: list[tuple[int, bytes]] = []
         log_ids: list[str | None] = []
         outcomes: dict[int, str] = {}
@@ -161,7 +162,7 @@ class Ingest:
             )
         if "unknown" in outcomes.values():
             metrics.count_refused("unknown_key")
-            raise falcon.HTTPNotFound(description=_INVALID_KEY)
+            throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
         raise falcon.HTTPServiceUnavailable(
             description="source settings changing, retry later", retry_after=1
         )
@@ -222,6 +223,31 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     return body
 
 
+def query_params(req: falcon.Request) -> dict:
+    """The query's parameters (last value wins), refused past the single-body limit.
+
+    A query carries a postback as much as a body does, so it has the same 64 KiB cap
+    (waitress alone would take headers up to 256 KiB). Bytes that are not UTF-8 are
+    refused naming the parameter, not replaced.
+    """
+    if len(req.query_string) > MAX_SINGLE_BODY:
+        metrics.count_refused("too_large")
+        raise falcon.HTTPUriTooLong(description=f"query string over {MAX_SINGLE_BODY} bytes")
+    params = req.params
+    if not params:
+        return {}
+    if any(type(v) is list for v in params.values()):
+        params = last_values(params)
+    if "%" in req.query_string and any(
+        "\ufffd" in k or (type(v) is str and "\ufffd" in v) for k, v in params.items()
+    ):
+        try:
+            check_query_utf8(req.query_string)
+        except PostbackError as exc:
+            raise _refuse(exc) from None
+    return params
+
+
 def _refuse(exc: PostbackError) -> falcon.HTTPBadRequest:
     metrics.count_refused("invalid")
     return falcon.HTTPBadRequest(description=exc.message)
@@ -233,16 +259,13 @@ class PostbackResource:
         self.ingest = Ingest(ctx)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        params = req.params
-        if any(type(v) is list for v in params.values()):
-            params = last_values(params)
-        self._accept(req, resp, key, "GET", params)
+        self._accept(req, resp, key, "GET", query_params(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         body = read_body(req, MAX_SINGLE_BODY)
         # Query parameters count too (some senders POST with everything in the URL);
         # a field in both places takes the body's value.
-        params = last_values(req.params) if req.params else {}
+        params = dict(query_params(req))
         if body.strip():
             try:
                 if body_kind(req.content_type, body) == "json":

@@ -77,19 +77,35 @@ def connect(
     *,
     socket_timeout: float | None = 5.0,
     max_connections: int | None = None,
+    pool_timeout: float | None = None,
 ) -> Client:
     """A client for ``settings.redis_url`` (single or cluster), decoding replies to ``str``.
 
+    With ``pool_timeout`` the pool (each node's, on a cluster) is a
+    ``BlockingConnectionPool``: a thread that finds all ``max_connections`` in use waits
+    up to that long for one to come back, instead of failing at once with "Too many
+    connections".
+
     When the node does not answer, a single-Redis client is returned (it connects when
     Redis is back); a process meant for a cluster should start once the cluster answers,
-    which ``postback matcher``/``forwarder``/``admin`` check with a PING first.
+    which ``postback matcher``/``forwarder``/``admin`` check with a PING first (the edge
+    finds out later by itself, ``edge.context``).
 
     >>> r = connect(Settings(), socket_timeout=2.0 + 5)  # a worker blocking 2 s
     """
     options = _options(socket_timeout, max_connections)
     if cluster_enabled(settings.redis_url):
+        if pool_timeout is not None:
+            options.update(connection_pool_class=redis.BlockingConnectionPool, timeout=pool_timeout)
         return RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    if pool_timeout is None:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url, timeout=pool_timeout, **options
+    )
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # close() closes the pool, as from_url's does
+    return client
 
 
 def is_cluster(client: Client) -> bool:

@@ -32,6 +32,9 @@ from tests.sink import Reply, sink_fixture, until  # noqa: F401 - the ``sink`` f
 CHROMIUM = os.environ.get("POSTBACK_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-test-admin-token"
 KEY = "browserTestSourceKey0123456789"
+OTHER_KEY = "browserTestOtherSourceKey01234"
+#: Postbacks of the second source, unknown clicks all: enough rows for two pages of 10.
+OTHER_POSTBACKS = 12
 INJECTION = "<img src=x onerror=alert(1)>"
 TIMEZONE = "Asia/Tokyo"  # far from UTC, so local time and UTC differ on screen
 
@@ -136,6 +139,7 @@ def system(settings, store, sink, tmp_path, redis_client, keys):
     """The running relay with data: matched, unmatched and injected postbacks; one
     partner that answers, one that is down (so its deliveries end as dead letters)."""
     store.add_source(Source.build(name="Survey wall", key=KEY))
+    store.add_source(Source.build(name="Offerwall B", key=OTHER_KEY))
     store.add_offer(Offer.build("VBFS6", revshare=80))
     sink.respond("/pub1", 200)
     store.add_partner(
@@ -194,11 +198,20 @@ def system(settings, store, sink, tmp_path, redis_client, keys):
             requests.get(postback, params={"click_id": "CLK-NOPE", "payout": "1.00"}, timeout=5),
         ]
         assert [r.status_code for r in sent] == [200, 200, 200], [r.text for r in sent]
+        batch = [
+            {"click_id": f"CLK-B-{i}", "transaction_id": f"{INJECTION} {i}"}
+            for i in range(OTHER_POSTBACKS)
+        ]
+        reply = requests.post(f"{relay.base}/postback/{OTHER_KEY}/batch", json=batch, timeout=5)
+        assert reply.json()["accepted"] == OTHER_POSTBACKS, reply.text
 
         def settled() -> bool:
             relay.check_alive()
             dead = relay.admin("/api/admin/dead-letters", partner="downnet")["total"]
-            return dead == 2 and len(sink.received("/pub1")) == 2
+            received = relay.admin("/api/admin/received-postbacks")["total"]
+            return (
+                dead == 2 and len(sink.received("/pub1")) == 2 and received == 3 + OTHER_POSTBACKS
+            )
 
         until(settled, timeout=60, message="deliveries done and the down partner's dead-lettered")
         yield relay
@@ -225,6 +238,8 @@ def browser_page(url: str):
         page = context.new_page()
         page.dialogs = []  # any alert() the page fires (an injection that ran)
         page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+        page.requested = []  # every URL the page loaded or called
+        page.on("request", lambda request: page.requested.append(request.url))
         page.api_calls = []
         page.on(
             "request",
@@ -272,10 +287,28 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     assert page.evaluate("Object.keys(localStorage).length") == 0
     assert page.evaluate("sessionStorage.getItem('postback-relay.admin-token')") == TOKEN
 
-    # -- received postbacks: sources by name, outcome, every partition
-    expect(rows(page)).to_have_count(3)
+    # -- received postbacks: sources by name, paging, every partition
+    total = 3 + OTHER_POSTBACKS
+    expect(rows(page)).to_have_count(total)
     table = page.get_by_role("table")
     expect(table).to_contain_text("Survey wall")
+    expect(table).to_contain_text("Offerwall B")
+    expect(table).to_contain_text(f"{INJECTION} 0")  # a value in a cell stays text too
+    expect(table.locator("img")).to_have_count(0)
+    page.get_by_label("Rows per page").select_option("10")
+    expect(rows(page)).to_have_count(10)
+    expect(page.locator("#page-info")).to_have_text(f"Page 1 of 2 · {total} rows")
+    page.get_by_role("button", name="Next").click()
+    expect(rows(page)).to_have_count(total - 10)
+    expect(page.locator("#page-info")).to_contain_text("Page 2 of 2")
+    expect(page.get_by_role("button", name="Next")).to_be_disabled()
+    page.get_by_role("button", name="Previous").click()
+    expect(rows(page)).to_have_count(10)
+    page.get_by_label("Source", exact=True).fill("survey wall")  # by name, any case
+    page.get_by_label("Source", exact=True).press("Enter")
+    expect(rows(page)).to_have_count(3)
+    expect(page.locator("#page-info")).to_have_text("Page 1 of 1 · 3 rows")
+    expect(table).not_to_contain_text("Offerwall B")
     expect(rows(page).filter(has_text="CLK-NOPE")).to_contain_text("unmatched")
     page.get_by_label("Hours", exact=True).fill("0")
     page.get_by_label("Hours", exact=True).press("Enter")
@@ -384,7 +417,10 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
 
     # -- safe: no script ran, the key never shown, the token only ever in a header
     assert page.dialogs == []
-    assert KEY not in page.content()
+    assert KEY not in page.content() and OTHER_KEY not in page.content()
+    assert all(url.startswith(system.base + "/") for url in page.requested), (
+        "nothing from elsewhere"
+    )
     assert page.api_calls and all(TOKEN not in url for url, _ in page.api_calls)
     signed = [auth for url, auth in page.api_calls if "/api/admin/dead-letters" in url]
     assert signed and set(signed) == {f"Bearer {TOKEN}"}
@@ -399,6 +435,19 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.screenshot(path=str(shots[-1]))
     print("\nadmin page screenshots:", *shots)
     page.get_by_role("button", name="Close").click()
+
+    # -- "did partner X get conversion Y, and what did it answer?" from the conversion id
+    logs = system.admin("/api/admin/received-postbacks", outcome="matched")["logs"]
+    conversion_id = next(r["conversion_id"] for r in logs if r["click_id"] == "CLK-1")
+    page.get_by_label("Find conversion or log ID").fill(conversion_id)
+    page.get_by_role("button", name="Find").click()
+    summary = dialog.locator("section").filter(has_text="Forwarded to")
+    expect(summary).to_contain_text("pub1 (Publisher One)")
+    expect(summary.locator("li").filter(has_text="pub1")).to_contain_text("delivered")
+    expect(summary.locator("li").filter(has_text="pub1")).to_contain_text("HTTP 200")
+    expect(dialog).to_contain_text("Response body")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
 
     switch.uncheck()
     expect(switch).not_to_be_checked()

@@ -118,6 +118,7 @@ def test_replay_by_partner_replays_that_partner_only(client, redis_client, keys)
         ({}, "body"),
         ([], "body"),
         ({"ids": ["1-0"], "partner": "p1"}, "body"),
+        ({"id": "1-0"}, "id"),
         ({"ids": []}, "ids"),
         ({"ids": "1714000000001-0"}, "ids"),
         ({"ids": ["<script>"]}, "ids"),

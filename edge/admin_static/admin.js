@@ -182,6 +182,9 @@ function start() {
 
 // -- tabs, filters, tables ------------------------------------------------------------------
 const hoursFilter = { name: "hours", label: "Hours", type: "number", initial: "24" };
+const perPageFilter = {
+  name: "per_page", label: "Rows per page", type: "select", options: ["10", "25", "50", "100", "200"], initial: String(PER_PAGE), required: true,
+};
 const partnerFilter = { name: "partner", label: "Partner", type: "text", list: "partner-ids" };
 
 const TABS = {
@@ -194,6 +197,7 @@ const TABS = {
       partnerFilter,
       { name: "status", label: "Status", type: "select", options: POSTBACK_STATUSES },
       { name: "outcome", label: "Outcome", type: "select", options: OUTCOMES },
+      perPageFilter,
     ],
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
@@ -215,6 +219,7 @@ const TABS = {
       hoursFilter,
       partnerFilter,
       { name: "success", label: "Success", type: "select", options: ["true", "false"], names: { true: "succeeded", false: "failed" } },
+      perPageFilter,
     ],
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
@@ -233,7 +238,7 @@ const TABS = {
   dead: {
     path: "/api/admin/dead-letters",
     list: "dead_letters",
-    filters: [partnerFilter],
+    filters: [partnerFilter, perPageFilter],
     columns: [
       ["Time", (r) => timeCell(r.time_ms)],
       ["Kind", (r) => show(r.kind)],
@@ -302,7 +307,7 @@ function buildFilters() {
     const id = "filter-" + filter.name;
     let input;
     if (filter.type === "select") {
-      input = el("select", { id, name: filter.name }, el("option", { value: "" }, "any"));
+      input = el("select", { id, name: filter.name }, filter.required ? null : el("option", { value: "" }, "any"));
       for (const option of filter.options) {
         input.append(el("option", { value: option }, (filter.names && filter.names[option]) || option));
       }
@@ -361,7 +366,7 @@ async function loadTable() {
   const tabName = state.tab;
   const tab = TABS[tabName];
   const values = state.values[tabName];
-  const params = { page: state.page[tabName], per_page: PER_PAGE };
+  const params = { page: state.page[tabName] };
   for (const filter of tab.filters) {
     const value = values[filter.name] !== undefined ? values[filter.name] : filter.initial || "";
     if (value) params[filter.name] = value;
