@@ -35,8 +35,13 @@ _cluster: LocalCluster | None = None
 
 def pytest_configure(config):
     """Start a throwaway redis-server when none answers, so a fresh machine can test;
-    with ``POSTBACK_TEST_CLUSTER=1`` start the session's cluster and test against it."""
+    with ``POSTBACK_TEST_CLUSTER=1`` start the session's cluster and test against it.
+
+    Child processes (``postback ...`` commands) inherit the test layout: one partition
+    and short leases, as the ``settings`` fixture has, unless a test says otherwise."""
     global REDIS_URL, _started
+    os.environ.setdefault("POSTBACK_PARTITIONS", "1")
+    os.environ.setdefault("POSTBACK_LEASE_MS", "1500")
     if ON_CLUSTER:
         REDIS_URL = os.environ["REDIS_URL"] = _session_cluster().url
         return
