@@ -320,6 +320,10 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     expect(rows(page)).to_have_count(1)
     page.get_by_label("Outcome", exact=True).select_option("")
     expect(rows(page)).to_have_count(3)
+    page.get_by_label("Status", exact=True).select_option("rejected")
+    expect(page.get_by_text("Nothing matches these filters.")).to_be_visible()
+    page.get_by_label("Status", exact=True).select_option("approved")
+    expect(rows(page)).to_have_count(3)
 
     # times in the viewer's zone, UTC on hover
     first_time = rows(page).filter(has_text="CLK-1").locator("time")
@@ -449,8 +453,19 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
+    # -- refresh by hand, with the automatic one switched off
     switch.uncheck()
     expect(switch).not_to_be_checked()
+    late = requests.get(f"{system.base}/postback/{KEY}", params={"click_id": "CLK-LATE"}, timeout=5)
+    assert late.status_code == 200
+    until(
+        lambda: system.admin("/api/admin/received-postbacks", source="Survey wall")["total"] == 4,
+        timeout=30,
+        message="the late postback in the received log",
+    )
+    page.get_by_role("button", name="Refresh").click()
+    expect(rows(page)).to_have_count(4)
+    expect(rows(page).first).to_contain_text("CLK-LATE")
 
     # -- sign out forgets the token
     page.get_by_role("button", name="Sign out").click()
