@@ -382,6 +382,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.keyboard.press("Enter")  # rows open from the keyboard too
     expect(dialog.locator(".attempt")).to_have_count(2)  # every attempt of that delivery
     expect(dialog).to_contain_text("partner down")
+    shots.append(screenshot_path(tmp_path, "admin-delivery-detail.png"))
+    page.screenshot(path=str(shots[-1]))
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
