@@ -353,6 +353,7 @@ CONVERSION_COLUMNS = (
     "payout",
     "partner_payout",
     "credited",
+    "held",
     "currency",
     "matched_by",
     "warning",
