@@ -702,10 +702,12 @@ def admin_page_paths() -> dict:
             }
         },
         "/admin/{name}": {
-            "parameters": [_path("name", "admin.js or admin.css")],
+            "parameters": [
+                _path("name", "one of the page's files: main.js (and its modules), admin.css")
+            ],
             "get": {
                 "tags": ["admin page"],
-                "summary": "The admin page's script and style sheet",
+                "summary": "The admin page's script modules and style sheet",
                 "responses": {
                     "200": {
                         "description": "The file",

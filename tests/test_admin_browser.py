@@ -28,6 +28,7 @@ from core.entities import Offer, Partner, Source
 from scripts.embedded_redis import free_port
 from storage import lag_history
 from tests.sink import Reply, sink_fixture, until  # noqa: F401 - the ``sink`` fixture
+from tests.test_logs import add_received
 
 CHROMIUM = os.environ.get("POSTBACK_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-test-admin-token"
@@ -215,16 +216,17 @@ def system(settings, store, sink, tmp_path, redis_client, keys):
 
         until(settled, timeout=60, message="deliveries done and the down partner's dead-lettered")
         yield relay
-    except BaseException:
-        print(relay.logs())
-        raise
     finally:
         relay.stop()
+        print(relay.logs())  # shown by pytest only when the test failed
 
 
 @contextlib.contextmanager
-def browser_page(url: str):
-    """A Chromium page at 1280x800 in a zone far from UTC, recording dialogs and API calls."""
+def browser_page(url: str, *, fake_clock: bool = False):
+    """A Chromium page at 1280x800 in a zone far from UTC, recording dialogs and API calls.
+
+    With ``fake_clock`` the page's timers run only when the test moves its clock on.
+    """
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -248,6 +250,8 @@ def browser_page(url: str):
                 and page.api_calls.append((request.url, request.headers.get("authorization")))
             ),
         )
+        if fake_clock:
+            page.clock.install()
         page.goto(url)
         try:
             yield page
@@ -320,6 +324,10 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     expect(rows(page)).to_have_count(1)
     page.get_by_label("Outcome", exact=True).select_option("")
     expect(rows(page)).to_have_count(3)
+    page.get_by_label("Status", exact=True).select_option("rejected")
+    expect(page.get_by_text("Nothing matches these filters.")).to_be_visible()
+    page.get_by_label("Status", exact=True).select_option("approved")
+    expect(rows(page)).to_have_count(3)
 
     # times in the viewer's zone, UTC on hover
     first_time = rows(page).filter(has_text="CLK-1").locator("time")
@@ -372,6 +380,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.keyboard.press("Enter")  # rows open from the keyboard too
     expect(dialog.locator(".attempt")).to_have_count(2)  # every attempt of that delivery
     expect(dialog).to_contain_text("partner down")
+    shots.append(screenshot_path(tmp_path, "admin-delivery-detail.png"))
+    page.screenshot(path=str(shots[-1]))
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
@@ -449,8 +459,19 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
+    # -- refresh by hand, with the automatic one switched off
     switch.uncheck()
     expect(switch).not_to_be_checked()
+    late = requests.get(f"{system.base}/postback/{KEY}", params={"click_id": "CLK-LATE"}, timeout=5)
+    assert late.status_code == 200
+    until(
+        lambda: system.admin("/api/admin/received-postbacks", source="Survey wall")["total"] == 4,
+        timeout=30,
+        message="the late postback in the received log",
+    )
+    page.get_by_role("button", name="Refresh").click()
+    expect(rows(page)).to_have_count(4)
+    expect(rows(page).first).to_contain_text("CLK-LATE")
 
     # -- sign out forgets the token
     page.get_by_role("button", name="Sign out").click()
@@ -469,6 +490,42 @@ def test_the_page_says_so_when_the_admin_api_is_off(settings, store, tmp_path):
             expect(page.get_by_role("alert")).to_contain_text("The admin API is off")
             expect(page.get_by_role("alert")).to_contain_text("POSTBACK_ADMIN_TOKEN")
             assert page.evaluate("sessionStorage.length") == 0
+            assert page.dialogs == []
+    finally:
+        relay.stop()
+
+
+def sign_in(page) -> None:
+    page.get_by_label("Admin token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("tab", name="Received postbacks")).to_be_visible()
+
+
+def test_auto_refresh_every_5_s_until_switched_off(settings, store, redis_client, keys, tmp_path):
+    relay = System(settings, tmp_path)
+    relay.up(workers=False)  # the received log is written here, as the matcher writes it
+    t = int(time.time() * 1000)
+    add_received(redis_client, keys, t, i=0)
+    try:
+        with browser_page(relay.base + "/admin", fake_clock=True) as page:
+            sign_in(page)
+            expect(rows(page)).to_have_count(1)
+
+            def table_loads() -> int:
+                return sum("/received-postbacks" in url for url, _ in page.api_calls)
+
+            add_received(redis_client, keys, t + 1, i=1)
+            page.clock.run_for(5_500)
+            expect(rows(page)).to_have_count(2)  # refreshed by itself
+
+            page.get_by_role("switch", name="Auto-refresh every 5 s").uncheck()
+            add_received(redis_client, keys, t + 2, i=2)
+            before = table_loads()
+            page.clock.run_for(20_000)  # four refreshes' worth, and none may happen
+            with page.expect_response(lambda r: "/received-postbacks" in r.url):
+                page.get_by_role("button", name="Refresh").click()
+            expect(rows(page)).to_have_count(3)
+            assert table_loads() == before + 1  # only the one asked for by hand
             assert page.dialogs == []
     finally:
         relay.stop()
