@@ -40,9 +40,6 @@ class Scripts:
             self._source[path.stem] = text
             self._sha[path.stem] = hashlib.sha1(text.encode()).hexdigest()
 
-    def names(self) -> list[str]:
-        return sorted(self._source)
-
     def load(self, client, name: str) -> None:
         """SCRIPT LOAD ``name`` (on every primary of a cluster)."""
         client.script_load(self._source[name])
