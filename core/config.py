@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from core.networks import parse_networks
+
 DEFAULT_RETRY_SCHEDULE = (30, 120, 600, 1800, 3600, 10800, 21600, 43200)
 
 
@@ -138,11 +140,7 @@ def _schedule(raw: str) -> tuple[int, ...]:
 
 def _networks(raw: str) -> tuple:
     try:
-        return tuple(
-            ipaddress.ip_network(part.strip(), strict=False)
-            for part in raw.split(",")
-            if part.strip()
-        )
+        return parse_networks(part for part in raw.split(",") if part.strip())
     except ValueError as exc:
         raise ValueError(f"must be comma-separated IP addresses or CIDRs: {exc}") from None
 

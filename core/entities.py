@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from core.money import AmountError, format_cents, parse_amount, parse_percent, to_cents
+from core.networks import parse_networks
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
@@ -49,13 +50,10 @@ def check_currency(value: object, field_name: str = "currency") -> str:
 
 
 def check_networks(values: list[str] | tuple[str, ...]) -> list[str]:
-    networks = []
-    for value in values:
-        try:
-            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
-        except ValueError:
-            raise ValidationError("allow_ip", f"{value!r} is not an IP address or CIDR") from None
-    return networks
+    try:
+        return [str(network) for network in parse_networks(values)]
+    except ValueError as exc:
+        raise ValidationError("allow_ip", str(exc)) from None
 
 
 def check_http_url(field_name: str, value: object) -> str:
