@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from core.flags import is_true
 from core.money import AmountError, format_cents, parse_amount, parse_percent, to_cents
 from core.networks import parse_networks
 
@@ -205,10 +206,6 @@ def _without_secret(record) -> dict:
     return out
 
 
-def _flag(value: object) -> bool:
-    return str(value).lower() in ("1", "true", "yes")
-
-
 def _dialect(kind: str, params: object, status_map: object):
     """A validated source or partner dialect (``core.dialects`` builds on this module)."""
     from core.dialects import PartnerDialect, SourceDialect
@@ -282,7 +279,7 @@ class Source:
         return cls(
             key=data["key"],
             name=data.get("name", ""),
-            active=_flag(data.get("active", "0")),
+            active=is_true(data.get("active", "0")),
             allow=[a for a in data.get("allow", "").split(",") if a],
             secret=data.get("secret", ""),
             created=int(data.get("created") or 0),
@@ -394,7 +391,7 @@ class Offer:
             currency=data.get("currency", "USD"),
             url=data.get("url", ""),
             window_days=int(data.get("window_days") or 30),
-            active=_flag(data.get("active", "0")),
+            active=is_true(data.get("active", "0")),
             created=int(data.get("created") or 0),
             goals=orjson.loads(data["goals"]) if data.get("goals") else {},
             hold_s=int(data.get("hold_s") or 0),
@@ -503,8 +500,8 @@ class Partner:
             method=data.get("method", "GET"),
             scope=data.get("scope", "own"),
             secret=data.get("secret", ""),
-            active=_flag(data.get("active", "0")),
-            allow_private=_flag(data.get("allow_private", "0")),
+            active=is_true(data.get("active", "0")),
+            allow_private=is_true(data.get("allow_private", "0")),
             created=int(data.get("created") or 0),
             **_dialect_fields(data.get("dialect")),
         )
