@@ -99,8 +99,12 @@ def is_private_host(host: str) -> bool:
 def _is_private_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    # ``is_global`` is False for the shared address space 100.64.0.0/10 too (carrier
+    # NAT; some clouds serve instance metadata there, e.g. 100.100.100.200), which
+    # ``is_private`` misses, and for the other special-purpose blocks.
     return (
-        ip.is_private
+        not ip.is_global
+        or ip.is_private
         or ip.is_loopback
         or ip.is_link_local
         or ip.is_multicast

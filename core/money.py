@@ -8,10 +8,12 @@ Decimal('5.01')
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("1000000")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?", re.ASCII)
 
 
 class AmountError(ValueError):
@@ -28,8 +30,13 @@ def parse_amount(raw: object, *, maximum: Decimal = MAX_AMOUNT) -> Decimal:
         raise AmountError("must be a decimal number")
     if isinstance(raw, float):
         raw = repr(raw)
+    text = str(raw).strip()
+    # Decimal() also reads "1_000", Arabic-Indic and fullwidth digits: a sender's typo or
+    # trick, never a payout format. Only ASCII digits, one point, an exponent.
+    if not _DECIMAL.fullmatch(text):
+        raise AmountError("must be a decimal number")
     try:
-        value = Decimal(str(raw).strip())
+        value = Decimal(text)
     except InvalidOperation:
         raise AmountError("must be a decimal number") from None
     if not value.is_finite():
@@ -38,7 +45,8 @@ def parse_amount(raw: object, *, maximum: Decimal = MAX_AMOUNT) -> Decimal:
         raise AmountError("must not be negative")
     if value > maximum:
         raise AmountError(f"must be at most {maximum}")
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    # "-0" is zero, stored and shown as "0.00" (not "-0.00").
+    return value.quantize(CENT, rounding=ROUND_HALF_UP).copy_abs()
 
 
 def to_cents(amount: Decimal) -> int:

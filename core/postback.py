@@ -32,6 +32,8 @@ STRING_FIELDS = ("transaction_id", "offer_id", "survey_id", "goal", "reason")
 KNOWN_FIELDS = frozenset(("click_id", "status", "payout", "currency", *STRING_FIELDS))
 MAX_STRING = {"reason": 1024}
 MAX_ID = 256
+#: Deepest nesting of a custom JSON value (an object or array counts as one level).
+MAX_DEPTH = 32
 
 MAX_SINGLE_BODY = 64 * 1024
 MAX_BATCH_BODY = 8 * 1024 * 1024
@@ -65,10 +67,15 @@ def find_macro(value: str) -> str | None:
 
 
 def _check_macros(name: str, value: object) -> None:
-    # Custom JSON values may nest; walk them without recursion.
-    stack = [value]
+    # Custom JSON values may nest; walk them without recursion. The depth is capped:
+    # orjson reads 1,024 levels but writes only ~254, and the stored entry and the
+    # log rows wrap a value in a few more, so a deeper one could be taken in and then
+    # never shown or exported.
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH and isinstance(item, dict | list):
+            raise PostbackError(name, f"{name}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(item, str):
             macro = find_macro(item)
             if macro:
@@ -76,9 +83,9 @@ def _check_macros(name: str, value: object) -> None:
                     name, f"{name}: holds the unfilled macro {macro!r}; the sender must replace it"
                 )
         elif isinstance(item, dict):
-            stack.extend(item.values())
+            stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((v, depth + 1) for v in item)
 
 
 def _text(name: str, value: object) -> str:
@@ -178,6 +185,27 @@ def validate(params: Mapping[str, object]) -> dict:
 
 
 # -- request bodies --------------------------------------------------------------------
+
+
+def check_query_utf8(query_string: str) -> None:
+    """Refuse a query whose percent-encoded bytes are not UTF-8, naming the parameter.
+
+    Falcon decodes them with replacement characters, which would store a changed value
+    without a word. Called only when a decoded value holds U+FFFD (which a sender may
+    also have meant).
+    """
+    from urllib.parse import unquote_to_bytes
+
+    for part in query_string.split("&"):
+        name, _, value = part.partition("=")
+        for raw in (name, value):
+            try:
+                unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
+            except UnicodeDecodeError:
+                shown = unquote_to_bytes(name).decode("utf-8", "replace") or "query"
+                raise PostbackError(
+                    shown, f"{shown}: not valid UTF-8 (percent-encoded bytes must spell UTF-8)"
+                ) from None
 
 
 def last_values(params: Mapping[str, object]) -> dict:

@@ -27,7 +27,6 @@ from processors.payload import build_payload
 from scripts import lag
 from storage import logs
 from storage.formats import OUTCOMES
-from storage.repositories import NotFound
 
 #: Most log entries one page request reads (to count the total); past it the answer
 #: says ``"truncated": true`` and counts only the newest entries of the window.
@@ -237,14 +236,7 @@ class Conversion(AdminResource):
 
 def conversion_view(ctx: EdgeContext, conversion_id: str) -> dict:
     """A conversion for people: its source by name, the key cut to its last four characters."""
-    conversion = ctx.store.get_conversion(conversion_id)
-    source_key = conversion.pop("source", "")
-    try:
-        conversion["source"] = ctx.store.get_source(source_key).name
-    except NotFound:
-        conversion["source"] = ""
-    conversion["source_key"] = logs.mask_key(source_key)
-    return conversion
+    return logs.shown_conversion(ctx.store, conversion_id)
 
 
 def register(app: falcon.App, ctx: EdgeContext) -> None:

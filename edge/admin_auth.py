@@ -1,7 +1,8 @@
 """What every admin resource shares: the bearer-token hook, the base class, query parameters.
 
 Every admin path needs ``Authorization: Bearer <POSTBACK_ADMIN_TOKEN>`` (compared in
-constant time): a missing or wrong token gets 401; with no token configured the whole
+constant time): a missing or wrong token gets 401 (429 for an address past 20 wrong
+tokens a minute, ``edge.throttle``); with no token configured the whole
 API is off and answers 403, never open. A bad query parameter is a ValidationError, so
 the 400 names it.
 """
@@ -14,7 +15,9 @@ from collections.abc import Iterable
 import falcon
 
 from core.entities import ValidationError
+from edge import throttle
 from edge.context import EdgeContext
+from edge.postbacks import caller_ip
 
 MAX_PER_PAGE = 500
 MAX_HOURS = 24 * 3650
@@ -28,14 +31,16 @@ def authorize(req: falcon.Request, resp: falcon.Response, resource, params) -> N
             title="Forbidden", description="admin API is off: set POSTBACK_ADMIN_TOKEN to enable it"
         )
     scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise falcon.HTTPUnauthorized(
+    given = given.strip()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        refused = falcon.HTTPUnauthorized(
             title="Unauthorized",
             description="missing or wrong token: send Authorization: Bearer <token>",
             challenges=["Bearer"],
         )
+        if not given:
+            raise refused  # no token at all is not a guess (a page before sign-in)
+        throttle.refuse(resource.ctx, "admin", caller_ip(req, resource.ctx), refused)
     resp.cache_control = ["no-store"]  # logs, keys and balances stay out of caches
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
+import time
 
 import falcon
 import orjson
@@ -56,11 +58,12 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> EdgeApp
     app.set_error_serializer(_serialize_error)
     app.add_error_handler(ValidationError, _validation_error)
     app.add_error_handler(NotFound, _not_found)
+    storage_errors = StorageErrors()
     for exc_type in UNAVAILABLE:
-        app.add_error_handler(exc_type, _redis_unavailable)
+        app.add_error_handler(exc_type, storage_errors.unavailable)
     # Any other Redis error (OOM, READONLY after a failover, BUSY script...) means the
     # request was not accepted either: 503 so the sender retries, never a bare 500.
-    app.add_error_handler(redis.RedisError, _redis_error)
+    app.add_error_handler(redis.RedisError, storage_errors.error)
     app.ctx = ctx
 
     for module_name in RESOURCE_MODULES:
@@ -89,18 +92,42 @@ def _not_found(req, resp, exc: NotFound, params) -> None:
     raise falcon.HTTPNotFound(title="Not found", description=str(exc))
 
 
-def _redis_unavailable(req, resp, exc, params) -> None:
-    log.warning("Redis unavailable: %s", exc)
-    raise falcon.HTTPServiceUnavailable(
-        title="Service unavailable",
-        description="storage unavailable, retry later",
-        retry_after=5,
-    )
+class StorageErrors:
+    """503 for a Redis that is down or refusing, logged once per ``every_s``, not per answer.
+
+    During an outage every request answers 503; a line each would bury the log (and
+    cost the edge) when it matters most. The line after a quiet spell says how many
+    503s it stood for.
+    """
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._quiet = 0
+
+    def unavailable(self, req, resp, exc, params) -> None:
+        self._log(logging.WARNING, "Redis unavailable: %s", exc)
+        raise _storage_unavailable()
+
+    def error(self, req, resp, exc, params) -> None:
+        self._log(logging.ERROR, "Redis error on %s %s: %s", req.method, req.path, exc)
+        raise _storage_unavailable()
+
+    def _log(self, level: int, message: str, *args) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.every_s:
+                self._quiet += 1
+                return
+            quiet, self._quiet, self._last = self._quiet, 0, now
+        if quiet:
+            message += f" ({quiet} more 503s not logged in the last {self.every_s:.0f} s)"
+        log.log(level, message, *args)
 
 
-def _redis_error(req, resp, exc, params) -> None:
-    log.error("Redis error on %s %s: %s", req.method, req.path, exc)
-    raise falcon.HTTPServiceUnavailable(
+def _storage_unavailable() -> falcon.HTTPServiceUnavailable:
+    return falcon.HTTPServiceUnavailable(
         title="Service unavailable",
         description="storage unavailable, retry later",
         retry_after=5,

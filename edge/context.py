@@ -35,9 +35,15 @@ class EdgeContext:
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis | None = None) -> EdgeContext:
         # The edge fails fast: a short socket timeout and no retries, so a Redis outage
-        # becomes a 503 in about a second instead of a hung request.
+        # becomes a 503 in about a second instead of a hung request. Every resource of
+        # every waitress thread borrows from this one pool per call and gives the
+        # connection back; a thread holds at most one at a time, so twice the threads
+        # never runs dry, and a burst waits briefly rather than failing.
         client = client or connect(
-            settings, socket_timeout=2.0, max_connections=max(settings.threads * 2, 16)
+            settings,
+            socket_timeout=2.0,
+            max_connections=settings.threads * 2 + 4,
+            pool_timeout=2.0,
         )
         keys = Keys(settings.namespace, settings.partitions)
         return cls(settings, client, keys, Store(client, keys), default_scripts())

@@ -65,6 +65,7 @@ ANY_OBJECT = {"type": "object", "additionalProperties": True}
 ADMIN_ERRORS = {
     "401": _error("Missing or wrong bearer token"),
     "403": _error("Admin API off: no POSTBACK_ADMIN_TOKEN configured"),
+    "429": _error("More than 20 wrong tokens from this address this minute (Retry-After)"),
     "503": _error("Redis unreachable"),
 }
 
@@ -342,6 +343,8 @@ POSTBACK_ERRORS = {
     "403": _error("Caller IP not in the source's allow-list"),
     "404": _error("Invalid postback key (unknown or inactive)"),
     "413": _error("Body too large (64 KiB single, 8 MiB batch)"),
+    "414": _error("Query string over 64 KiB"),
+    "429": _error("More than 20 invalid keys from this address this minute (Retry-After)"),
     "503": _error("Redis unreachable; retry (Retry-After)"),
 }
 POSTBACK_QUERY = [

@@ -16,14 +16,12 @@ with no entries) to make sure the dialect it was read in is current.
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import falcon
 import orjson
 import redis
-from redis.exceptions import NoScriptError
 
 from core.dialects import SourceDialect
 from core.postback import (
@@ -32,6 +30,7 @@ from core.postback import (
     BatchTooLarge,
     PostbackError,
     body_kind,
+    check_query_utf8,
     last_values,
     parse_form,
     parse_json_object,
@@ -39,11 +38,10 @@ from core.postback import (
     validate,
     validate_item,
 )
-from edge import metrics
+from edge import metrics, throttle
 from edge.client_ip import client_ip, ip_allowed
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
-from storage.scripts import Scripts
 
 SOURCE_KEY = re.compile(r"^[A-Za-z0-9_\-]{16,128}$")
 _ACCEPTED_HEAD = b'{"status":"success","message":"Postback received","log_id":"'
@@ -56,57 +54,11 @@ def accepted_body(log_id: str) -> bytes:
     return _ACCEPTED_HEAD + log_id.encode() + _ACCEPTED_TAIL
 
 
-class ThreadScript:
-    """EVALSHA of one Lua script over a connection each thread keeps for itself.
-
-    The hot path's only Redis call. Keeping the connection per thread skips the pool's
-    lock and bookkeeping (about 20 us a request, measured). Any error but NOSCRIPT drops
-    the connection, so a half-read reply is never read by the next request, and the next
-    call connects again: the edge recovers by itself when Redis is back. A failed write
-    is never repeated (it may have run); NOSCRIPT ran nothing, so loading and repeating
-    is safe.
-    """
-
-    def __init__(self, client: redis.Redis, scripts: Scripts, name: str) -> None:
-        self.pool = client.connection_pool
-        self.text = scripts.source(name)
-        self.sha = scripts.sha(name)
-        self.local = threading.local()
-
-    def __call__(self, keys: tuple, args: tuple):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            # Held for the thread's life (waitress threads live as long as the server).
-            conn = self.local.conn = self.pool.get_connection()
-        elif conn._sock is not None:
-            # A socket Redis closed (a restart) reads as ready: reconnect now rather than
-            # fail this request. Sending first would not tell: the write may still pass.
-            try:
-                stale = conn.can_read()
-            except redis.ConnectionError:
-                stale = True
-            if stale:
-                conn.disconnect()
-        try:
-            try:
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
-            except NoScriptError:
-                conn.send_command("SCRIPT", "LOAD", self.text)
-                conn.read_response()
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
-        except BaseException:
-            conn.disconnect()
-            raise
-
-
 class Ingest:
     """Source check, IP check and stream write: one round trip in the steady state."""
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
-        self.script = ThreadScript(ctx.redis, ctx.scripts, "ingest")
 
     def write(
         self, key: str, ip: str, method: str, prepare: Callable[[SourceDialect], list[bytes]]
@@ -120,7 +72,7 @@ class Ingest:
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
             metrics.count_refused("unknown_key")
-            raise falcon.HTTPNotFound(description=_INVALID_KEY)
+            throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
         redis_keys = (ctx.keys.source(key), ctx.keys.input_stream(ctx.keys.partition_of(key)))
         try:
             # The cached allow-list or dialect may be stale; the script then answers with
@@ -139,7 +91,7 @@ class Ingest:
                     continue
                 if not ctx.groups_ready:
                     ctx.ensure_groups()
-                reply = self.script(redis_keys, (*head, *entries))
+                reply = self._ingest(redis_keys, (*head, *entries))
                 outcome = reply[0]
                 if outcome == "ok":
                     return reply[1], reply[2:]
@@ -151,14 +103,21 @@ class Ingest:
                     raise falcon.HTTPForbidden(
                         description=f"caller IP {ip} is not in this source's allow-list"
                     )
-                metrics.count_refused("unknown_key")
-                raise falcon.HTTPNotFound(description=_INVALID_KEY)
+                break  # "unknown": no such source, or inactive
+            else:
+                raise falcon.HTTPServiceUnavailable(
+                    description="source settings changing, retry later", retry_after=1
+                )
         except UNAVAILABLE:
             metrics.count_refused("unavailable")
             raise
-        raise falcon.HTTPServiceUnavailable(
-            description="source settings changing, retry later", retry_after=1
-        )
+        metrics.count_refused("unknown_key")
+        throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
+
+    def _ingest(self, redis_keys: tuple, args: tuple):
+        # Through the shared pool, like every other call: a thread holds a connection
+        # only for the call (issue #8, defect 1).
+        return self.ctx.scripts.run(self.ctx.redis, "ingest", redis_keys, args)
 
     def _refresh(self, key: str, allow: str, dialect_text: str) -> None:
         ctx = self.ctx
@@ -176,7 +135,7 @@ class Ingest:
         dialect changed since cached (the cache is refreshed then, to read it again).
         Any other answer, or none (Redis down), leaves the validation error standing."""
         try:
-            reply = self.script(redis_keys, head)
+            reply = self._ingest(redis_keys, head)
         except (*UNAVAILABLE, redis.RedisError):
             return True
         if reply[0] != "stale":
@@ -214,6 +173,31 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     return body
 
 
+def query_params(req: falcon.Request) -> dict:
+    """The query's parameters (last value wins), refused past the single-body limit.
+
+    A query carries a postback as much as a body does, so it has the same 64 KiB cap
+    (waitress alone would take headers up to 256 KiB). Bytes that are not UTF-8 are
+    refused naming the parameter, not replaced.
+    """
+    if len(req.query_string) > MAX_SINGLE_BODY:
+        metrics.count_refused("too_large")
+        raise falcon.HTTPUriTooLong(description=f"query string over {MAX_SINGLE_BODY} bytes")
+    params = req.params
+    if not params:
+        return {}
+    if any(type(v) is list for v in params.values()):
+        params = last_values(params)
+    if "%" in req.query_string and any(
+        "\ufffd" in k or (type(v) is str and "\ufffd" in v) for k, v in params.items()
+    ):
+        try:
+            check_query_utf8(req.query_string)
+        except PostbackError as exc:
+            raise _refuse(exc) from None
+    return params
+
+
 def _refuse(exc: PostbackError) -> falcon.HTTPBadRequest:
     metrics.count_refused("invalid")
     return falcon.HTTPBadRequest(description=exc.message)
@@ -225,16 +209,13 @@ class PostbackResource:
         self.ingest = Ingest(ctx)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        params = req.params
-        if any(type(v) is list for v in params.values()):
-            params = last_values(params)
-        self._accept(req, resp, key, "GET", params)
+        self._accept(req, resp, key, "GET", query_params(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         body = read_body(req, MAX_SINGLE_BODY)
         # Query parameters count too (some senders POST with everything in the URL);
         # a field in both places takes the body's value.
-        params = last_values(req.params) if req.params else {}
+        params = dict(query_params(req))
         if body.strip():
             try:
                 if body_kind(req.content_type, body) == "json":

@@ -15,13 +15,16 @@ import sys
 
 import waitress
 
-from core.config import Settings, usable_cpus, workers
+from core.config import ConfigError, Settings, usable_cpus, workers
 from core.entities import ValidationError
 from core.postback import MAX_BATCH_BODY
 from edge import workers as edge_workers
 from edge.app import create_app
 
 log = logging.getLogger("postback.edge")
+
+#: SPEC §8: a shorter admin token is refused at start (it could be guessed).
+MIN_ADMIN_TOKEN = 16
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +65,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise ValidationError("port", "must be a port number from 1 to 65535")
     if threads < 1:
         raise ValidationError("threads", "must be at least 1")
+    if settings.admin_token is not None and len(settings.admin_token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(
+            f"POSTBACK_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters "
+            f"(it has {len(settings.admin_token)}); unset it to turn the admin API off"
+        )
     settings = settings.with_overrides(host=host, port=port, threads=threads)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -88,8 +96,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             # batch limit, the largest body the edge accepts.
             max_request_body_size=MAX_BATCH_BODY,
             ident="postback-relay",
-            # The edge reads X-Forwarded-For itself, from POSTBACK_TRUSTED_PROXIES only
-            # (edge.client_ip); waitress would strip it before the app sees it.
+            # Waitress would drop X-Forwarded-For from every peer but its one
+            # ``trusted_proxy`` address; the app decides instead, against the list of
+            # networks in POSTBACK_TRUSTED_PROXIES (edge.client_ip), and believes the
+            # header only from those peers.
             clear_untrusted_proxy_headers=False,
             asyncore_use_poll=True,
         )

@@ -3,7 +3,8 @@
 SPEC §5: a partner failing ``pause_after_failures`` deliveries in a row is paused; its jobs
 wait in the retry set without spending attempts; one probe per ``probe_interval_s``
 across *all* forwarder processes tests it (``SET NX PX`` on ``keys.partner_probe(id)``:
-whoever sets it sends the probe); the first 2xx resumes it.
+whoever sets it sends the probe); the first 2xx resumes it, and its whole backlog in the
+retry sets is due at once (``release_waiting``).
 
 What counts: only failures that say the partner is down (5xx, 408, 429, timeouts,
 connection errors) count towards a pause; a 2xx ends the run. Other answers (a 400 for
@@ -24,9 +25,11 @@ plain pipelined commands, never inside a slot-bound script.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import orjson
 import redis
 
 from storage.keys import Keys
@@ -96,9 +99,9 @@ def record(
     for partner_id, tally in tallies.items():
         key = keys.partner_health(partner_id)
         if tally.succeeded:
+            pipe.hget(key, "paused")  # before: was it paused until this 2xx?
             pipe.hset(key, mapping={"failures": tally.failures, "paused": "0"})
             pipe.hdel(key, "paused_since", "next_probe")
-            pipe.hget(key, "paused")
             order.append((partner_id, None))
         elif tally.failures:
             pipe.hincrby(key, "failures", tally.failures)
@@ -108,11 +111,13 @@ def record(
     replies = pipe.execute()
 
     health: dict[str, Health] = {}
-    to_pause = []
+    to_pause, resumed = [], []
     i = 0
     for partner_id, kind in order:
         if kind is None:
             failures, paused = tallies[partner_id].failures, False
+            if replies[i] == "1":
+                resumed.append(partner_id)
             i += 3
         else:
             failures, paused = int(replies[i]), replies[i + 2] == "1"
@@ -137,7 +142,42 @@ def record(
                 paused_since=now_ms,
                 next_probe=now_ms + interval_ms,
             )
+    for partner_id in resumed:
+        release_waiting(client, keys, partner_id, now_ms)
     return health
+
+
+def release_waiting(client: redis.Redis, keys: Keys, partner_id: str, now_ms: int) -> int:
+    """Make every job of ``partner_id`` in the retry sets due now; returns how many.
+
+    Called when a paused partner is back: its backlog (jobs that waited for the probe,
+    and jobs whose retry was scheduled while it was down) goes within moments, not at
+    the next probe or the next step of the retry schedule; attempts already spent are
+    kept. The retry sets are scanned once per resumption. ``ZADD XX`` only re-scores a
+    job still in the set, so one that another forwarder moved meanwhile is not re-added.
+    """
+    needle = orjson.dumps(partner_id).decode()
+    released = 0
+    for n in keys.all_partitions():
+        retry = keys.retry_queue(n)
+        due: dict[str, int] = {}
+        for member, _ in client.zscan_iter(retry, count=1000):
+            if needle in member and _partner_of(member) == partner_id:
+                due[member] = now_ms
+                if len(due) >= 1000:
+                    released += client.zadd(retry, due, xx=True, ch=True)
+                    due.clear()
+        if due:
+            released += client.zadd(retry, due, xx=True, ch=True)
+    return released
+
+
+def _partner_of(job_json: str) -> str | None:
+    try:
+        job = orjson.loads(job_json)
+    except orjson.JSONDecodeError:
+        return None
+    return job.get("partner_id") if isinstance(job, dict) else None
 
 
 def take_probe(
@@ -158,6 +198,7 @@ def resume(client: redis.Redis, keys: Keys, partner_id: str) -> None:
     pipe.hdel(keys.partner_health(partner_id), "paused_since", "next_probe")
     pipe.delete(keys.partner_probe(partner_id))
     pipe.execute()
+    release_waiting(client, keys, partner_id, int(time.time() * 1000))
 
 
 def paused_partners(client: redis.Redis, keys: Keys) -> list[dict]:

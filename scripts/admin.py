@@ -287,7 +287,9 @@ def _user_show(store: Store, args) -> tuple[dict, str]:
 
 
 def _conversion_show(store: Store, args) -> tuple[dict, str]:
-    conversion = store.get_conversion(args.conversion_id)
+    from storage.logs import shown_conversion
+
+    conversion = shown_conversion(store, args.conversion_id)
     return conversion, _lines(conversion)
 
 

@@ -144,6 +144,10 @@ class Keys:
         """String with a TTL: whoever sets it (NX) sends the next probe."""
         return f"{self.ns}:partner-probe:{partner_id}"
 
+    def throttle(self, kind: str, ip: str) -> str:
+        """Counter with a TTL: refused guesses (``kind`` key or admin) from ``ip`` this minute."""
+        return f"{self.ns}:throttle:{kind}:{ip}"
+
     def lag_history(self) -> str:
         """Stream: a sample of each consumer group's lag and pending, for the admin page."""
         return f"{self.ns}:lag-history"

@@ -29,7 +29,7 @@ import orjson
 import redis
 
 from storage.keys import Keys
-from storage.repositories import conversion_public
+from storage.repositories import NotFound, conversion_public
 
 CHUNK = 1000
 
@@ -361,6 +361,22 @@ CONVERSION_COLUMNS = (
     "custom",
     "history",
 )
+
+
+def shown_conversion(store, conversion_id: str) -> dict:
+    """A conversion for the admin API and ``postback admin conversion show``.
+
+    Its source appears by name, and its key only by the last four characters, as in
+    the logs: the full key is the source's secret (whoever reads it can post as it).
+    """
+    conversion = store.get_conversion(conversion_id)
+    source_key = conversion.pop("source", "")
+    try:
+        conversion["source"] = store.get_source(source_key).name if source_key else ""
+    except NotFound:
+        conversion["source"] = ""
+    conversion["source_key"] = mask_key(source_key)
+    return conversion
 
 
 def conversion_row(data: dict[str, str], source_names: dict[str, str]) -> dict:

@@ -23,8 +23,13 @@ def connect(
     *,
     socket_timeout: float | None = 5.0,
     max_connections: int | None = None,
+    pool_timeout: float | None = None,
 ) -> redis.Redis:
     """A client for ``settings.redis_url``, decoding replies to ``str``.
+
+    With ``pool_timeout`` the pool is a ``BlockingConnectionPool``: a thread that finds
+    all ``max_connections`` in use waits up to that long for one to come back, instead
+    of failing at once with "Too many connections".
 
     >>> r = connect(Settings(), socket_timeout=2.0 + 5)  # a worker blocking 2 s
     """
@@ -37,7 +42,12 @@ def connect(
     }
     if max_connections:
         kwargs["max_connections"] = max_connections
-    return redis.Redis.from_url(settings.redis_url, **kwargs)
+    if pool_timeout is None:
+        return redis.Redis.from_url(settings.redis_url, **kwargs)
+    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, timeout=pool_timeout, **kwargs)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # close() closes the pool, as from_url's does
+    return client
 
 
 def worker_connection(settings: Settings) -> redis.Redis:

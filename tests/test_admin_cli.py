@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core.entities import Source
 from scripts.cli import main
 
 
@@ -212,3 +213,16 @@ def test_bad_configuration_is_one_line(admin, monkeypatch):
     monkeypatch.setenv("POSTBACK_RETRY_SCHEDULE", "30,soon")
     code, _, err = admin("user", "show", "u1")
     assert code == 1 and "POSTBACK_RETRY_SCHEDULE" in err
+
+
+def test_conversion_show_names_the_source_and_hides_its_key(admin, store, keys):
+    source = store.add_source(Source.build(name="Survey wall"))
+    store.r.hset(
+        keys.conversion(0, "cv0-abc"),
+        mapping={"conversion_id": "cv0-abc", "source": source.key, "status": "approved"},
+    )
+    code, out, _ = admin("conversion", "show", "cv0-abc")
+    assert code == 0 and source.key not in out
+    assert "Survey wall" in out and source.key[-4:] in out
+    shown = as_json(admin("conversion", "show", "cv0-abc", "--json")[1])
+    assert shown["source"] == "Survey wall" and shown["source_key"] == "…" + source.key[-4:]

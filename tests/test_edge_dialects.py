@@ -132,16 +132,16 @@ def test_a_change_takes_effect_on_the_next_postback_on_every_edge_process(
 
 def test_a_steady_dialect_costs_one_script_call_a_postback(client, advertiser, monkeypatch):
     """The cache is kept, not re-read: after the first postback, one round trip each."""
-    from edge.postbacks import ThreadScript
+    from edge.postbacks import Ingest
 
     calls = []
-    real = ThreadScript.__call__
+    real = Ingest._ingest
 
     def counting(self, keys_, args):
         calls.append(args)
         return real(self, keys_, args)
 
-    monkeypatch.setattr(ThreadScript, "__call__", counting)
+    monkeypatch.setattr(Ingest, "_ingest", counting)
     for i in range(3):
         resp = client.simulate_get(f"/postback/{KEY}", query_string=f"aff_sub=C{i}&status=1")
         assert resp.status_code == 200

@@ -58,6 +58,12 @@ def test_anything_but_an_http_url_with_a_host_is_refused(url):
         "http://2130706433/pb",  # 127.0.0.1 written as a number
         "http://127.1/pb",
         "http://user:pw@127.0.0.1/pb",
+        "http://100.100.100.200/latest/meta-data",  # shared space (100.64/10): cloud metadata
+        "http://100.64.0.1/pb",
+        "http://100.127.255.254/pb",
+        "http://[::ffff:100.100.100.200]/pb",
+        "http://[64:ff9b::a9fe:a9fe]/pb",  # NAT64 of 169.254.169.254
+        "http://198.18.0.1/pb",  # benchmarking
     ],
 )
 def test_loopback_private_and_link_local_hosts_are_refused_unless_allowed(url):

@@ -7,9 +7,11 @@ import pytest
 
 from core.postback import (
     MAX_BATCH_ITEMS,
+    MAX_DEPTH,
     BatchTooLarge,
     PostbackError,
     body_kind,
+    check_query_utf8,
     find_macro,
     last_values,
     parse_form,
@@ -84,6 +86,9 @@ def test_unknown_status_is_refused_naming_the_field(status):
         (2.675, "2.68"),
         (7, "7.00"),
         ("1E2", "100.00"),
+        ("-0", "0.00"),
+        ("-0.00", "0.00"),
+        ("+2.5", "2.50"),
     ],
 )
 def test_payout_is_exact_and_rounded_half_up(raw, expected):
@@ -101,6 +106,9 @@ def test_payout_is_exact_and_rounded_half_up(raw, expected):
         ("5,00", "must be a decimal number"),
         (True, "must be a decimal number"),
         ([5], "must be a decimal number"),
+        ("1_000", "must be a decimal number"),
+        ("\u0661\u0662", "must be a decimal number"),  # Arabic-Indic digits
+        ("\uff15", "must be a decimal number"),  # fullwidth 5
     ],
 )
 def test_bad_payout_is_refused_saying_why(raw, why):
@@ -274,3 +282,25 @@ def test_batch_items_must_be_objects():
     with pytest.raises(PostbackError, match="^item: must be a JSON object, not an array"):
         validate_item([1])
     assert validate_item({"click_id": "a"})["click_id"] == "a"
+
+
+def nested(depth: int) -> object:
+    value: object = "leaf"
+    for level in range(depth):
+        value = {"k": value} if level % 2 else [value]
+    return value
+
+
+def test_custom_values_nested_up_to_32_levels_pass_deeper_ones_are_refused():
+    assert validate({"click_id": "c", "tree": nested(MAX_DEPTH)})["custom"]["tree"]
+    for depth in (MAX_DEPTH + 1, 253, 1000):
+        with pytest.raises(PostbackError) as err:
+            validate({"click_id": "c", "tree": nested(depth)})
+        assert err.value.field == "tree" and "nested deeper than 32" in str(err.value)
+
+
+def test_query_bytes_that_are_not_utf8_are_refused_naming_the_parameter():
+    check_query_utf8("click_id=c1&name=J%C3%BCrgen&sym=%EF%BF%BD")  # all UTF-8
+    with pytest.raises(PostbackError) as err:
+        check_query_utf8("click_id=c1&name=J%FCrgen")
+    assert err.value.field == "name" and "UTF-8" in str(err.value)
