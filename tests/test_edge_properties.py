@@ -150,31 +150,16 @@ def _headers(content_type):
 
 
 @FIXTURES_SHARED
-@given(bodies, content_types)
-def test_any_body_is_accepted_or_refused_never_a_5xx(
-    client, source, redis_client, keys, body, content_type
+@given(bodies, content_types, st.sampled_from(["", "/batch"]))
+def test_any_body_or_batch_is_accepted_or_refused_never_a_5xx(
+    client, source, redis_client, keys, body, content_type, path
 ):
     answered(
         redis_client,
         keys,
         source,
         lambda: client.simulate_post(
-            f"/postback/{source.key}", body=body, headers=_headers(content_type)
+            f"/postback/{source.key}{path}", body=body, headers=_headers(content_type)
         ),
-    )
-
-
-@FIXTURES_SHARED
-@given(bodies, content_types)
-def test_any_batch_is_answered_item_by_item_never_a_5xx(
-    client, source, redis_client, keys, body, content_type
-):
-    answered(
-        redis_client,
-        keys,
-        source,
-        lambda: client.simulate_post(
-            f"/postback/{source.key}/batch", body=body, headers=_headers(content_type)
-        ),
-        batch=True,
+        batch=bool(path),
     )

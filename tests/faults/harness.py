@@ -15,11 +15,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
 import requests
 
 from core.entities import Offer, Partner, Source
 from storage.repositories import Store
 from tests.procs import Service, free_port, wait_http
+from tests.sink import until
 
 OFFER = "FAULT-OFFER"
 POINTS = "1.00"  # the offer pays a fixed 1.00: each credit is 1.00 points
@@ -183,6 +185,28 @@ def deliveries(requests_seen) -> Counter:
 
 def undelivered(load: Load, got: Counter) -> list[int]:
     return [n for n in load.accepted if not got.get(f"T{n}")]
+
+
+def settle(store: Store, load: Load, received, network: Network, timeout: float = 150) -> Counter:
+    """Wait until every accepted postback is credited once and delivered; its deliveries.
+
+    ``received`` gives the partner's requests so far. Fails with what is missing (and
+    the processes' output) past the deadline, and if any user holds more than 1.00.
+    """
+
+    def settled() -> bool:
+        return not undelivered(load, deliveries(received())) and not unbalanced(store, load)
+
+    try:
+        until(settled, timeout=timeout, message="every accepted postback credited and delivered")
+    except AssertionError:
+        got = deliveries(received())
+        pytest.fail(
+            f"undelivered: {undelivered(load, got)[:20]}, "
+            f"credited wrong: {unbalanced(store, load)[:20]}\n{network.output()}"
+        )
+    assert unbalanced(store, load) == []
+    return deliveries(received())
 
 
 def chaos_pauses(seed: int):

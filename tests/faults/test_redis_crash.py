@@ -25,9 +25,7 @@ from tests.faults.harness import (
     Load,
     Network,
     add_catalogue,
-    deliveries,
-    unbalanced,
-    undelivered,
+    settle,
     worker_env,
 )
 from tests.procs import free_port
@@ -115,22 +113,9 @@ def test_redis_killed_under_load_loses_nothing_that_got_a_200(durable_redis, sin
         load.stop()
         down_s = time.monotonic() - killed_at
 
-        def settled() -> bool:
-            got = deliveries(sink.received("/net"))
-            return not undelivered(load, got) and not unbalanced(store, load)
-
-        try:
-            until(settled, timeout=150, message="every accepted postback credited and delivered")
-        except AssertionError:
-            got = deliveries(sink.received("/net"))
-            pytest.fail(
-                f"undelivered: {undelivered(load, got)[:20]}, "
-                f"credited wrong: {unbalanced(store, load)[:20]}\n{network.output()}"
-            )
-        assert unbalanced(store, load) == []
+        got = settle(store, load, lambda: sink.received("/net"), network)
         # Nobody was restarted: the same processes recovered by themselves.
         assert all(s.running() and s.starts == 1 for s in network.services), network.output()
-        got = deliveries(sink.received("/net"))
         duplicates = sum(count - 1 for count in got.values())
         record_property("duplicate_deliveries", duplicates)
         print(

@@ -19,9 +19,7 @@ from tests.faults.harness import (
     Network,
     add_catalogue,
     chaos_pauses,
-    deliveries,
-    unbalanced,
-    undelivered,
+    settle,
     worker_env,
 )
 from tests.sink import sink_fixture, until  # noqa: F401 - fixtures
@@ -67,20 +65,7 @@ def test_killed_workers_lose_nothing_and_credit_nothing_twice(
         assert len(load.accepted) > POSTBACKS * 0.9, (load.lost, network.output())
         assert len(kills) >= 5, kills
 
-        def settled() -> bool:
-            got = deliveries(sink.received("/net"))
-            return not undelivered(load, got) and not unbalanced(store, load)
-
-        try:
-            until(settled, timeout=150, message="every accepted postback credited and delivered")
-        except AssertionError:
-            got = deliveries(sink.received("/net"))
-            pytest.fail(
-                f"undelivered: {undelivered(load, got)[:20]}, "
-                f"credited wrong: {unbalanced(store, load)[:20]}\n{network.output()}"
-            )
-        assert unbalanced(store, load) == []
-        got = deliveries(sink.received("/net"))
+        got = settle(store, load, lambda: sink.received("/net"), network)
         duplicates = sum(count - 1 for count in got.values())
         record_property("kills", len(kills))
         record_property("duplicate_deliveries", duplicates)
