@@ -29,7 +29,8 @@ class Settings:
     #: (not set) is 1 for ``postback edge`` and one per CPU for ``postback dev``.
     edge_workers: int | None = None
     namespace: str = "pb"
-    partitions: int = 1
+    partitions: int = 16
+    lease_ms: int = 10000
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     forward_timeout: float = 10.0
     forward_connect_timeout: float = 3.0
@@ -155,6 +156,7 @@ _VARIABLES = {
     "POSTBACK_EDGE_WORKERS": ("edge_workers", workers),
     "POSTBACK_NAMESPACE": ("namespace", _namespace),
     "POSTBACK_PARTITIONS": ("partitions", _positive_int),
+    "POSTBACK_LEASE_MS": ("lease_ms", _positive_int),
     "POSTBACK_RETRY_SCHEDULE": ("retry_schedule", _schedule),
     "POSTBACK_FORWARD_TIMEOUT": ("forward_timeout", _positive_float),
     "POSTBACK_FORWARD_CONNECT_TIMEOUT": ("forward_connect_timeout", _positive_float),

@@ -24,6 +24,23 @@ def identity(source: str, *, transaction_id: str = "", click_id: str = "", goal:
     return f"c\x1f{source}\x1f{click_id}\x1f{goal}"
 
 
+def routing_identity(source: str, params: dict) -> str:
+    """What a postback's partition is derived from (``storage.keys`` partition plan).
+
+    The conversion identity where the postback names it; for a fallback postback (no
+    click_id, no transaction_id) the offer and goal stand in for the click it will match.
+
+    >>> routing_identity("srcKEY", {"click_id": "CLK-1", "goal": "install"})
+    'c\x1fsrcKEY\x1fCLK-1\x1finstall'
+    """
+    get = params.get
+    if get("transaction_id"):
+        return identity(source, transaction_id=str(get("transaction_id")))
+    if get("click_id"):
+        return identity(source, click_id=str(get("click_id")), goal=str(get("goal") or ""))
+    return f"o\x1f{source}\x1f{get('offer_id') or ''}\x1f{get('goal') or ''}"
+
+
 def conversion_id(
     partition: int, source: str, *, transaction_id: str = "", click_id: str = "", goal: str = ""
 ) -> str:

@@ -18,6 +18,7 @@ import orjson
 
 from core.entities import ValidationError
 from edge.admin_auth import AdminResource, authorize, check_entry_id, paging
+from edge.admin_config import json_body
 from storage import deadletters, logs
 
 #: Most dead letters one page request reads (to count the total); past it the answer says
@@ -82,9 +83,7 @@ class DeadLetters(AdminResource):
             resp.media["truncated"] = True
 
 
-def _replay_request(body: object) -> tuple[list[str] | None, str | None]:
-    if not isinstance(body, dict):
-        raise ValidationError("body", 'must be a JSON object: {"ids": [...]} or {"partner": P}')
+def _replay_request(body: dict) -> tuple[list[str] | None, str | None]:
     ids, partner = body.get("ids"), body.get("partner")
     if (ids is None) == (partner is None):
         raise ValidationError("body", 'give exactly one of "ids" or "partner"')
@@ -104,8 +103,7 @@ def _replay_request(body: object) -> tuple[list[str] | None, str | None]:
 @falcon.before(authorize)
 class Replay(AdminResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = req.get_media(default_when_empty=None)
-        ids, partner = _replay_request(body)
+        ids, partner = _replay_request(json_body(req, ("ids", "partner")))
         r, keys = self.ctx.redis, self.ctx.keys
         if ids is not None:
             done = deadletters.replay_ids(r, keys, ids)

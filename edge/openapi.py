@@ -108,6 +108,12 @@ PARTNER_STATUS_MAP = {
     **_NAME_MAP,
     "description": 'our status -> the value the partner wants, e.g. {"approved": "1"}',
 }
+SOURCE_DIALECT_NOTE = (
+    "A source with parameter aliases (its `params`, e.g. `aff_sub` for `click_id`) and a "
+    "status map (its `status_map`, e.g. `1` for `approved`) is read in its own names "
+    "first: an aliased name counts as its field and is not kept as custom data, the "
+    "field's own name still works, and a mapped status value becomes the status."
+)
 GOALS = {
     "type": "object",
     "additionalProperties": {
@@ -419,12 +425,14 @@ def build_document() -> dict:
             "get": {
                 "tags": ["postbacks"],
                 "summary": "Receive a postback (query parameters; others kept as custom data)",
+                "description": SOURCE_DIALECT_NOTE,
                 "parameters": POSTBACK_QUERY,
                 "responses": {"200": _json(_ref("Accepted"), "Durably queued"), **POSTBACK_ERRORS},
             },
             "post": {
                 "tags": ["postbacks"],
                 "summary": "Receive a postback (JSON object or form body)",
+                "description": SOURCE_DIALECT_NOTE,
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -694,10 +702,12 @@ def admin_page_paths() -> dict:
             }
         },
         "/admin/{name}": {
-            "parameters": [_path("name", "admin.js or admin.css")],
+            "parameters": [
+                _path("name", "one of the page's files: main.js (and its modules), admin.css")
+            ],
             "get": {
                 "tags": ["admin page"],
-                "summary": "The admin page's script and style sheet",
+                "summary": "The admin page's script modules and style sheet",
                 "responses": {
                     "200": {
                         "description": "The file",

@@ -3,8 +3,9 @@
 A postback is read in the source's dialect (aliases, status map: ``core.dialects``) and
 validated in-process (``core.postback``), then one EVALSHA of ``ingest.lua`` checks the
 source key, the caller's IP and that the cached dialect is the stored one, and appends
-the entry to the source's input stream. The answer is sent only after that write
-succeeded; its stream entry ID is the ``log_id``.
+the entry to the input stream of its partition (from its conversion identity,
+``storage.keys``). The answer is sent only after that write succeeded; its stream entry
+ID is the ``log_id`` (unique across partitions, see ``ingest.lua``).
 
 Each edge process caches every source's allow-list and dialect; the script compares
 them with Redis's and answers "stale" (writing nothing) when they differ, so a change
@@ -23,6 +24,7 @@ import falcon
 import orjson
 import redis
 
+from core.conversions import routing_identity
 from core.dialects import SourceDialect
 from core.postback import (
     MAX_BATCH_BODY,
@@ -55,25 +57,43 @@ def accepted_body(log_id: str) -> bytes:
 
 
 class Ingest:
-    """Source check, IP check and stream write: one round trip in the steady state."""
+    """Source check, IP check and stream write: one script call per partition touched.
+
+    A postback goes to the partition of its conversion identity (``storage.keys``); each
+    partition holds its own copy of the source record, so the check and the XADD stay
+    one single-slot call. A batch makes one call per partition it touches, all in one
+    pipeline (split per node on a cluster).
+    """
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
 
-    def write(
-        self, key: str, ip: str, method: str, prepare: Callable[[SourceDialect], list[bytes]]
-    ) -> tuple[str, list[str]]:
-        """Append the entries ``prepare`` makes (params JSON, given the source's dialect)
-        for source ``key``; return (source name, log_ids).
+    def partition(self, key: str, postback: dict) -> int:
+        return self.ctx.keys.partition_of(routing_identity(key, postback))
 
-        Raises 404 for an unknown or inactive key, 403 for an IP outside the allow-list,
-        and the PostbackError of ``prepare`` once the dialect it read in is known current.
+    def write(
+        self,
+        key: str,
+        ip: str,
+        method: str,
+        prepare: Callable[[SourceDialect], list[tuple[int, bytes]]],
+    ) -> tuple[str, list[str | None]]:
+        """Append the entries ``prepare`` makes ((partition, params JSON) pairs, given the
+        source's dialect) for source ``key``.
+
+        Returns (source name, a log_id per entry, None where its partition's write failed
+        while others went in). Raises 404 for an unknown or inactive key, 403 for an IP
+        outside the allow-list, the PostbackError of ``prepare`` once the dialect it read
+        in is known current, and Redis errors (503) when nothing at all was written.
         """
         ctx = self.ctx
         if not SOURCE_KEY.match(key):
             metrics.count_refused("unknown_key")
             throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
-        redis_keys = (ctx.keys.source(key), ctx.keys.input_stream(ctx.keys.partition_of(key)))
+        entries: list[tuple[int, bytes]] = []
+        log_ids: list[str | None] = []
+        outcomes: dict[int, str] = {}
+        name, todo = "", None
         try:
             # The cached allow-list or dialect may be stale; the script then answers with
             # the stored ones and writes nothing. A second retry covers a change racing
@@ -83,41 +103,69 @@ class Ingest:
                 dialect_text, dialect = ctx.dialect_cache.get(key, _NO_DIALECT)
                 allowed = "1" if ip_allowed(ip, allow) else "0"
                 head = (key, allow, allowed, method, ip, dialect_text)
-                try:
-                    entries = prepare(dialect)
-                except PostbackError:
-                    if self._still_current(redis_keys, head):
-                        raise
-                    continue
+                if todo is None:  # nothing written yet: (re)read in the cached dialect
+                    try:
+                        entries = prepare(dialect)
+                    except PostbackError:
+                        if self._still_current(key, head):
+                            raise
+                        continue
+                    log_ids = [None] * len(entries)
+                    by_partition: dict[int, list[int]] = {}
+                    for index, (n, _) in enumerate(entries):
+                        by_partition.setdefault(n, []).append(index)
+                    if not by_partition:  # an empty batch: a key check only
+                        by_partition[0] = []
+                    todo = list(by_partition)
                 if not ctx.groups_ready:
                     ctx.ensure_groups()
-                reply = self._ingest(redis_keys, (*head, *entries))
-                outcome = reply[0]
-                if outcome == "ok":
-                    return reply[1], reply[2:]
-                if outcome == "stale":
-                    self._refresh(key, reply[1], reply[2])
-                    continue
-                if outcome == "forbidden":
-                    metrics.count_refused("forbidden")
-                    raise falcon.HTTPForbidden(
-                        description=f"caller IP {ip} is not in this source's allow-list"
+                parts = ctx.keys.partitions
+                calls = [
+                    (
+                        (ctx.keys.source_copy(n, key), ctx.keys.input_stream(n)),
+                        (*head, f"{n} {parts}", *(entries[i][1] for i in by_partition[n])),
                     )
-                break  # "unknown": no such source, or inactive
-            else:
-                raise falcon.HTTPServiceUnavailable(
-                    description="source settings changing, retry later", retry_after=1
-                )
+                    for n in todo
+                ]
+                replies = ctx.scripts.run_many(ctx.redis, "ingest", calls)
+                if not outcomes and all(isinstance(r, Exception) for r in replies):
+                    raise replies[0]  # nothing written anywhere: 503
+                stale = []
+                for n, reply in zip(todo, replies, strict=True):
+                    if isinstance(reply, Exception):
+                        outcomes[n] = "error"
+                        continue
+                    outcomes[n] = reply[0]
+                    if reply[0] == "ok":
+                        name = reply[1]
+                        for i, log_id in zip(by_partition[n], reply[2:], strict=True):
+                            log_ids[i] = log_id
+                    elif reply[0] == "stale":
+                        stale.append(n)
+                        self._refresh(key, reply[1], reply[2])
+                    elif reply[0] == "forbidden":
+                        name = name or reply[1]
+                if not stale:
+                    break
+                # Only partitions that wrote nothing go again; when none wrote, the whole
+                # request is read again in the refreshed dialect.
+                todo = stale if "ok" in outcomes.values() else None
         except UNAVAILABLE:
             metrics.count_refused("unavailable")
             raise
-        metrics.count_refused("unknown_key")
-        throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
-
-    def _ingest(self, redis_keys: tuple, args: tuple):
-        # Through the shared pool, like every other call: a thread holds a connection
-        # only for the call (issue #8, defect 1).
-        return self.ctx.scripts.run(self.ctx.redis, "ingest", redis_keys, args)
+        if "ok" in outcomes.values():
+            return name, log_ids
+        if "forbidden" in outcomes.values():
+            metrics.count_refused("forbidden")
+            raise falcon.HTTPForbidden(
+                description=f"caller IP {ip} is not in this source's allow-list"
+            )
+        if "unknown" in outcomes.values():
+            metrics.count_refused("unknown_key")
+            throttle.refuse(ctx, "key", ip, falcon.HTTPNotFound(description=_INVALID_KEY))
+        raise falcon.HTTPServiceUnavailable(
+            description="source settings changing, retry later", retry_after=1
+        )
 
     def _refresh(self, key: str, allow: str, dialect_text: str) -> None:
         ctx = self.ctx
@@ -130,12 +178,14 @@ class Ingest:
         else:
             ctx.dialect_cache.pop(key, None)
 
-    def _still_current(self, redis_keys: tuple, head: tuple) -> bool:
+    def _still_current(self, key: str, head: tuple) -> bool:
         """After a postback failed validation: True unless the source's allow-list or
         dialect changed since cached (the cache is refreshed then, to read it again).
         Any other answer, or none (Redis down), leaves the validation error standing."""
+        ctx = self.ctx
+        redis_keys = (ctx.keys.source_copy(0, key), ctx.keys.input_stream(0))
         try:
-            reply = self._ingest(redis_keys, head)
+            reply = ctx.scripts.run(ctx.redis, "ingest", redis_keys, head)
         except (*UNAVAILABLE, redis.RedisError):
             return True
         if reply[0] != "stale":
@@ -229,16 +279,20 @@ class PostbackResource:
     def _accept(self, req, resp, key: str, method: str, params: dict) -> None:
         postback: dict = {}
 
-        def prepare(dialect: SourceDialect) -> list[bytes]:
+        def prepare(dialect: SourceDialect) -> list[tuple[int, bytes]]:
             nonlocal postback
             postback = validate(dialect.apply(params) if dialect else params)
-            return [orjson.dumps(postback)]
+            return [(self.ingest.partition(key, postback), orjson.dumps(postback))]
 
         ip = caller_ip(req, self.ctx)
         try:
             name, log_ids = self.ingest.write(key, ip, method, prepare)
         except PostbackError as exc:
             raise _refuse(exc) from None
+        if log_ids[0] is None:  # its one partition's write failed: nothing written
+            raise falcon.HTTPServiceUnavailable(
+                description="storage unavailable, retry later", retry_after=5
+            )
         metrics.count_received(name, postback["status"])
         resp.data = accepted_body(log_ids[0])
 
@@ -246,9 +300,13 @@ class PostbackResource:
 class BatchResource:
     """``POST /postback/{key}/batch``: a JSON array or NDJSON of up to 10,000 postbacks.
 
-    Items are validated one by one; the valid ones go to Redis in one script call, so
-    they are all accepted or, if Redis fails, none is. Errors of single items are
-    answered in ``results``; a bad key or IP refuses the whole batch (404/403).
+    Items are validated one by one; the valid ones go to Redis in one pipeline of one
+    script call per partition they touch (each call all or nothing). If Redis fails
+    before any went in, the answer is 503; if one partition's call fails while others
+    went in (a cluster node lost mid-batch), its items answer an error saying to send
+    them again (a resent postback is a duplicate by its conversion identity, never a
+    second credit). Errors of single items are answered in ``results``; a bad key or IP
+    refuses the whole batch (404/403).
     """
 
     def __init__(self, ctx: EdgeContext) -> None:
@@ -266,11 +324,11 @@ class BatchResource:
             raise _refuse(exc) from None
 
         results: list[dict] = []
-        entries: list[bytes] = []
-        statuses: Counter[str] = Counter()
+        entries: list[tuple[int, bytes]] = []
+        statuses: list[str] = []  # of the entries, in order
         waiting: list[dict] = []  # results that get their log_id after the write
 
-        def prepare(dialect: SourceDialect) -> list[bytes]:
+        def prepare(dialect: SourceDialect) -> list[tuple[int, bytes]]:
             # Read again from scratch when the script found the cached dialect stale.
             results.clear(), entries.clear(), statuses.clear(), waiting.clear()
             for index, item in enumerate(items):
@@ -284,22 +342,28 @@ class BatchResource:
                 result = {"index": index, "log_id": ""}
                 results.append(result)
                 waiting.append(result)
-                entries.append(orjson.dumps(postback))
-                statuses[postback["status"]] += 1
+                entries.append((self.ingest.partition(key, postback), orjson.dumps(postback)))
+                statuses.append(postback["status"])
             return entries
 
         name, log_ids = self.ingest.write(key, caller_ip(req, self.ctx), "BATCH", prepare)
-        for result, log_id in zip(waiting, log_ids, strict=True):
-            result["log_id"] = log_id
-        for status, count in statuses.items():
+        accepted: Counter[str] = Counter()
+        for result, log_id, status in zip(waiting, log_ids, statuses, strict=True):
+            if log_id is None:  # its partition's write failed (others went in): resend it
+                del result["log_id"]
+                result["error"] = "storage unavailable for this item, send it again"
+            else:
+                result["log_id"] = log_id
+                accepted[status] += 1
+        for status, count in accepted.items():
             metrics.count_received(name, status, count)
-        rejected = len(results) - len(entries)
+        rejected = len(results) - accepted.total()
         if rejected:
             metrics.count_refused("invalid", rejected)
         resp.data = orjson.dumps(
             {
                 "status": "success",
-                "accepted": len(entries),
+                "accepted": accepted.total(),
                 "rejected": rejected,
                 "results": results,
             }

@@ -19,7 +19,6 @@ from core.delivery import DeliveryRequest, Outcome
 from core.entities import Partner
 from storage.formats import LATENCY_BUCKETS_MS
 from storage.keys import FORWARDER_GROUP, Keys
-from storage.pipes import ScriptPipe
 from storage.scripts import Scripts
 
 #: Most attempts one ``delivery_done`` call records (Redis runs nothing else meanwhile).
@@ -156,8 +155,7 @@ def _record_values(finished: Finished, schedule: Sequence[float], now_ms: int) -
 class Recorder:
     """Records finished attempts: a ``delivery_done`` call per partition, one round trip.
 
-    Calls are packed by hiredis: a call carries ~26 arguments per attempt, which
-    redis-py would check and encode one by one in Python.
+    Calls of several partitions go in one pipeline (split per node on a cluster).
     """
 
     def __init__(
@@ -172,7 +170,7 @@ class Recorder:
         self.keys = keys
         self.schedule = schedule
         self.retention_ms = retention_ms
-        self._pipe = ScriptPipe(client, scripts, "delivery_done")
+        self.client, self.scripts = client, scripts
 
     def record(self, batch: Sequence[Finished], now_ms: int) -> list[tuple[Finished, object]]:
         """Each finished attempt with its call's answer: 1, 0 (recorded before) or an error.
@@ -204,5 +202,4 @@ class Recorder:
         )
 
     def _run(self, calls: list) -> list:
-        self._pipe.send([call[:2] for call in calls])
-        return self._pipe.receive()
+        return self.scripts.run_many(self.client, "delivery_done", [call[:2] for call in calls])

@@ -1,6 +1,8 @@
 """Reading forward jobs for one consumer of the ``forwarder`` group.
 
-At start, the consumer's own pending entries (left by a previous run under the same
+The partitions read are those the process holds leases on (``processors.leases``), or
+all of them without leases (tests calling the step). At start, and on taking a
+partition over, the consumer's own pending entries (left by a previous run under the same
 name) are read first, from ID 0, then new ones (``>``). Entries idle longer than
 ``claim_idle_ms`` (their consumer died) are claimed with XAUTOCLAIM, looping to cursor
 0-0; entries held a while are touched (XCLAIM with JUSTID) so that live consumers do
@@ -14,11 +16,11 @@ import time
 from collections import defaultdict
 
 import redis
-from redis.exceptions import NoScriptError
 
 from core import delivery
 from core.config import Settings
 from processors.bookkeeping import Held
+from processors.leases import Leases, live_members, orphans
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.scripts import Scripts
 
@@ -53,55 +55,71 @@ class ForwardReader:
         self._own_cursor: dict[int, str] = {n: "0" for n in keys.all_partitions()}
         self._claim_cursor: dict[int, str] = {n: "0-0" for n in keys.all_partitions()}
         self._next_claim = 0.0
+        self._turn = 0
+        #: Set by the forwarder's loop (``processors.leases``); None: every partition.
+        self.leases: Leases | None = None
+        self._taking_over: set[int] = set()
         self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
 
     def poll(self, room: int, block_ms: int | None) -> tuple[int, list[Held]]:
         """One round trip: move due retries, read the config version, read jobs if there is room.
 
-        Returns the config version and the jobs read (at most ``room``). Blocks up to
-        ``block_ms`` (None: not at all) for new jobs, never while own pending ones remain.
+        Each partition is read with its own XREADGROUP (one stream, one slot). Returns the
+        config version and the jobs read (at most ``room``). When nothing came and
+        ``block_ms`` is given, blocks on one partition (in turn) for a share of it; never
+        while own pending entries remain.
         """
-        own = {n: c for n, c in self._own_cursor.items() if c != ">"}
+        partitions = self.partitions()
+        if not partitions and block_ms:  # more forwarders than partitions: wait for a share
+            time.sleep(block_ms / 1000)
         now = int(time.time() * 1000)
-        pipe = self.r.pipeline(transaction=False)
-        for n in self.keys.all_partitions():
-            keys = [self.keys.retry_queue(n), self.keys.forward_stream(n)]
-            # by SHA in the read pipeline; NOSCRIPT loads every script (below)
-            pipe.evalsha(self.scripts.sha("retry_due"), len(keys), *keys, now, RETRY_MOVE_LIMIT)
-        pipe.get(self.keys.config_version())
-        if room > 0:
-            streams = (
-                {self.keys.forward_stream(n): c for n, c in own.items()}
-                if own
-                else {self.keys.forward_stream(n): ">" for n in self.keys.all_partitions()}
-            )
-            block = None if own else block_ms or None
-            pipe.xreadgroup(FORWARDER_GROUP, self.consumer, streams, count=room, block=block)
-        replies = pipe.execute(raise_on_error=False)
+        calls = [
+            ([self.keys.retry_queue(n), self.keys.forward_stream(n)], [now, RETRY_MOVE_LIMIT])
+            for n in partitions
+        ]
+        extra: list[tuple] = [("GET", self.keys.config_version())]
+        reading = partitions if room > 0 else []
+        per_partition = max(1, -(-room // max(len(reading), 1)))
+        for n in reading:
+            extra.append(self._read_command(n, self._own_cursor.get(n, "0"), per_partition))
+        replies = self.scripts.run_many(self.r, "retry_due", calls, extra=extra)
         for reply in replies:
-            if isinstance(reply, NoScriptError):  # Redis restarted: load, move next step
-                self.scripts.load_all(self.r)
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 raise reply
-        version = int(replies[self.keys.partitions] or 0)
-        if room <= 0:
-            return version, []
-        got = {self._partition_of(stream): entries for stream, entries in replies[-1] or []}
+        version = int(replies[len(calls)] or 0)
+        got = {
+            n: _entries(reply) for n, reply in zip(reading, replies[len(calls) + 1 :], strict=True)
+        }
+        if (
+            reading
+            and block_ms
+            and not any(got.values())
+            and all(self._own_cursor.get(n) == ">" for n in reading)
+        ):
+            n = reading[self._turn % len(reading)]
+            self._turn += 1
+            block = max(block_ms // len(reading), 10)
+            reply = self.r.execute_command(*self._read_command(n, ">", room, block=block))
+            got[n] = _entries(reply)
         held = []
         for n, entries in got.items():
             held.extend(self._hold(n, entries))
-        for n in own:  # an empty answer: this partition's own pending entries are done
-            if got.get(n):
-                self._own_cursor[n] = got[n][-1][0]
-            else:
-                self._own_cursor[n] = ">"
+            if self._own_cursor.get(n, "0") != ">":
+                # An empty answer: this partition's own pending entries are done.
+                self._own_cursor[n] = entries[-1][0] if entries else ">"
         return version, held
 
-    def _partition_of(self, stream: str) -> int:
-        for n in self.keys.all_partitions():
-            if self.keys.forward_stream(n) == stream:
-                return n
-        raise ValueError(f"not a forward stream: {stream}")
+    def partitions(self) -> list[int]:
+        """The partitions this reader works: those it holds leases on, or all without."""
+        if self.leases is None:
+            return list(self.keys.all_partitions())
+        return sorted(self.leases.held)
+
+    def _read_command(self, n: int, cursor: str, count: int, block: int | None = None) -> tuple:
+        head = ("XREADGROUP", "GROUP", FORWARDER_GROUP, self.consumer, "COUNT", count)
+        if block is not None:
+            head += ("BLOCK", block)
+        return (*head, "STREAMS", self.keys.forward_stream(n), cursor)
 
     def _hold(self, n: int, entries) -> list[Held]:
         now = time.monotonic()
@@ -120,19 +138,31 @@ class ForwardReader:
             self.r.xack(self.keys.forward_stream(n), FORWARDER_GROUP, *gone)
         return held
 
+    def refresh_leases(self) -> None:
+        """With leases: renew and rebalance when due; a partition taken over is read from
+        its own pending entries (ID 0) and has a dead holder's pending entries claimed."""
+        if self.leases is None or not self.leases.due():
+            return
+        gained, _ = self.leases.refresh()
+        for n in gained:
+            self._own_cursor[n] = "0"
+            self._taking_over.add(n)
+
     def claim(self, capacity: int) -> list[Held]:
-        """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0.
+        """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0,
+        and, on a partition just taken over, every entry of a consumer no longer live.
 
         Claims while fewer than ``capacity`` jobs are held. Our own held entries come
         back too, which keeps them from looking idle to others.
         """
+        self.refresh_leases()
+        held = self._take_over(capacity) if self._taking_over else []
         now = time.monotonic()
         if now < self._next_claim:
-            return []
+            return held
         self._heartbeat()
-        held = []
-        for n in self.keys.all_partitions():
-            cursor = self._claim_cursor[n]
+        for n in self.partitions():
+            cursor = self._claim_cursor.get(n, "0-0")
             while (room := capacity - len(self.held)) > 0:
                 cursor, entries, *_ = self.r.xautoclaim(
                     self.keys.forward_stream(n),
@@ -146,10 +176,28 @@ class ForwardReader:
                 if cursor == "0-0":
                     break
             self._claim_cursor[n] = cursor
-        if all(c == "0-0" for c in self._claim_cursor.values()):
+        if all(self._claim_cursor.get(n, "0-0") == "0-0" for n in self.partitions()):
             self._next_claim = now + self.claim_every_s
         if held:
             log.info("claimed %d forward jobs left by other consumers", len(held))
+        return held
+
+    def _take_over(self, capacity: int) -> list[Held]:
+        live = live_members(self.r, self.keys, FORWARDER_GROUP) | {self.consumer}
+        held = []
+        for n in sorted(self._taking_over):
+            stream = self.keys.forward_stream(n)
+            while (room := capacity - len(self.held)) > 0:
+                ids = orphans(self.r, stream, FORWARDER_GROUP, live, count=min(room, 1000))
+                if not ids:
+                    self._taking_over.discard(n)
+                    break
+                claimed = self.r.xclaim(stream, FORWARDER_GROUP, self.consumer, 0, ids)
+                held.extend(self._hold(n, claimed))
+                if not claimed:  # deleted meanwhile: XCLAIM dropped them from the PEL
+                    continue
+            if n in self._taking_over:
+                break  # no room left: the rest at the next step
         return held
 
     def _heartbeat(self) -> None:
@@ -164,3 +212,12 @@ class ForwardReader:
             self.r.xclaim(
                 self.keys.forward_stream(n), FORWARDER_GROUP, self.consumer, 0, ids, justid=True
             )
+
+
+def _entries(reply) -> list:
+    """The entries of a one-stream XREADGROUP reply (None or [[stream, entries]])."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3
+        return next(iter(reply.values()))[0] if reply else []
+    return reply[0][1]

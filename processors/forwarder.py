@@ -56,8 +56,9 @@ from processors import partner_health
 from processors.bookkeeping import Finished, Held, Recorder
 from processors.forward_reader import ForwardReader
 from processors.http_delivery import AddressGuard, attempt, make_session
+from processors.leases import Leases
 from processors.slots import Results, Slots
-from storage.keys import Keys
+from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
 from storage.scripts import Scripts, default_scripts
 
@@ -423,6 +424,9 @@ class Forwarder:
         backoff = 0.5
         groups_ready = False
         log.info("forwarder %s: %d deliveries in flight at most", self.consumer, self.concurrency)
+        self._reader.leases = leases = Leases(
+            self.r, self.keys, FORWARDER_GROUP, self.consumer, lease_ms=self.settings.lease_ms
+        )
         while not self._stop.is_set():
             try:
                 if not groups_ready:
@@ -443,6 +447,10 @@ class Forwarder:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         self.drain()
+        try:
+            leases.release_all()  # the others take these partitions over at once
+        except (*UNAVAILABLE, redis.RedisError) as exc:
+            log.warning("leases not released (%s): they lapse by themselves", exc)
 
     def drain(self, timeout: float | None = None) -> None:
         """Hand back waiting jobs, wait for in-flight deliveries and record them."""

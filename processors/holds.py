@@ -48,7 +48,13 @@ def release_due(
         pipe = client.pipeline(transaction=False)
         for n in waiting:
             pipe.zrangebyscore(keys.holds_due(n), "-inf", now_ms, start=0, num=batch)
-        found = [(n, ids) for n, ids in zip(waiting, pipe.execute(), strict=True) if ids]
+        found = []
+        for n, ids in zip(waiting, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(ids, redis.ResponseError):
+                # A key of the wrong type must not stop the matcher: logged, skipped.
+                log.error("holds of partition %d not read: %s", n, ids)
+            elif ids:
+                found.append((n, ids))
         if not found:
             return credited
         calls = [

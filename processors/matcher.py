@@ -31,9 +31,9 @@ import redis
 
 from core.config import Settings
 from processors.holds import release_due
+from processors.leases import orphans
 from processors.matcher_plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
 from storage.keys import MATCHER_GROUP, Keys
-from storage.pipes import RawPipe, ScriptPipe
 from storage.repositories import Store
 from storage.scripts import Scripts, default_scripts
 
@@ -92,8 +92,7 @@ class Matcher:
         self.scripts = scripts or default_scripts()
         self.planner = Planner(self.keys, settings.fallback_window_s)
         self.outcomes: Counter[str] = Counter()
-        self._pipe = ScriptPipe(client, self.scripts, "match")
-        self._reads = RawPipe(client)
+        self._pipe = self.scripts.pipe(client, "match")
         self._inflight: deque[tuple] = deque()  # batches sent, replies not read yet
         self.restart()
 
@@ -131,16 +130,30 @@ class Matcher:
             self._cursor[partition] = entries[-1][0]
         return self.handle(partition, entries)
 
-    def claim_stale(self, partition: int = 0) -> int:
+    def take_over(self, partition: int, live: set[str]) -> int:
+        """A partition whose lease this matcher just took: the entries pending there for
+        consumers no longer ``live`` (a dead holder's) are claimed and applied now; own
+        pending entries are read again (ID 0), then new ones."""
+        self._cursor[partition] = "0"
+        stream, handled = self.keys.input_stream(partition), 0
+        while ids := orphans(self.r, stream, GROUP, live | {self.consumer}):
+            claimed = self.r.xclaim(stream, GROUP, self.consumer, 0, ids)
+            log.info("took over %d entries of %s", len(claimed), stream)
+            handled += self.handle(partition, claimed)
+            self.flush()
+        return handled
+
+    def claim_stale(self, partition: int = 0, *, min_idle_ms: int | None = None) -> int:
         """XAUTOCLAIM entries idle longer than ``claim_idle_ms`` (any consumer's) and apply them."""
         stream = self.keys.input_stream(partition)
         cursor, handled = "0-0", 0
+        idle = self.settings.claim_idle_ms if min_idle_ms is None else min_idle_ms
         while True:
             reply = self.r.xautoclaim(
                 stream,
                 GROUP,
                 self.consumer,
-                min_idle_time=self.settings.claim_idle_ms,
+                min_idle_time=idle,
                 start_id=cursor,
                 count=self.settings.matcher_batch,
             )
@@ -244,7 +257,7 @@ class Matcher:
             ("ZREVRANGEBYSCORE", keys.offer_clicks(offer_id), at, at - window_ms, "LIMIT", 0, 1)
             for offer_id, at in wanted
         ]
-        replies = self._reads.execute(commands)
+        replies = self._execute(commands)
         version = int(replies[0] or 0)
         planner = self.planner
         if planner.catalog is None or planner.catalog.version != version:
@@ -256,11 +269,18 @@ class Matcher:
         if wanted:
             latest = [ids[0] if ids else None for ids in replies[1 + len(ordered) :]]
             found = iter(
-                self._reads.execute([("HMGET", keys.click(c), *CLICK_FIELDS) for c in latest if c])
+                self._execute([("HMGET", keys.click(c), *CLICK_FIELDS) for c in latest if c])
             )
             for key, click_id in zip(wanted, latest, strict=True):
                 clicks[("offer", *key)] = click_from(next(found)) if click_id else None
         return clicks
+
+    def _execute(self, commands: list) -> list:
+        """One pipelined round trip (per node) of plain commands; raises the first error."""
+        pipe = self.r.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
 
     # -- failures ----------------------------------------------------------------------
     def _fail(self, n: int, live: dict, failures: dict[str, str]) -> None:

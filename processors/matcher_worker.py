@@ -13,7 +13,8 @@ import redis
 
 from core.config import Settings
 from processors.holds import HOLD_CHECK_S
-from processors.matcher import Matcher, default_consumer
+from processors.leases import Leases, live_members
+from processors.matcher import GROUP, Matcher, default_consumer
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
 
@@ -23,9 +24,13 @@ log = logging.getLogger("postback.matcher")
 class MatcherWorker:
     """The matcher process: a thin loop around :class:`Matcher`.
 
-    Claims stale entries every ``claim_idle_ms / 2``, credits held points that came due
-    every ``HOLD_CHECK_S`` (``processors.holds``), reads every partition without
-    blocking and blocks (``block_ms``) only when a whole round found nothing. SIGTERM
+    Works the partitions it holds a lease on (``processors.leases``: a fair share of
+    them among the live matchers, rebalanced every third of ``lease_ms``; a partition
+    taken over has its pending entries claimed at once). Claims stale entries every
+    ``claim_idle_ms / 2``, credits held points that came due every ``HOLD_CHECK_S``
+    (``processors.holds``) on its partitions, reads each of them without blocking and
+    blocks (``block_ms``) only when a whole round found nothing; on a clean stop it
+    gives its leases back. SIGTERM
     and SIGINT let the batch in hand finish (it is acked by its scripts), then ``run``
     returns 0. A lost Redis is retried with backoff (capped at ``MAX_BACKOFF_S``); on
     reconnect the worker re-reads its own pending entries, whose replies may have been
@@ -53,10 +58,12 @@ class MatcherWorker:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
-        log.info("matcher %s serving %d partition(s)", self.consumer, self.keys.partitions)
+        log.info(
+            "matcher %s serving its share of %d partition(s)", self.consumer, self.keys.partitions
+        )
         matcher: Matcher | None = None
-        partitions = list(self.keys.all_partitions())
-        block_ms = max(self.settings.block_ms // len(partitions), 1)
+        leases: Leases | None = None
+        partitions: list[int] = []
         claim_every = self.settings.claim_idle_ms / 2000
         next_claim, turn, backoff, groups_ok = 0.0, 0, 0.1, False
         next_holds = 0.0
@@ -69,9 +76,27 @@ class MatcherWorker:
                         consumer=self.consumer,
                         overlap=True,
                     )
+                    leases = Leases(
+                        matcher.r,
+                        self.keys,
+                        GROUP,
+                        self.consumer,
+                        lease_ms=self.settings.lease_ms,
+                    )
                 if not groups_ok:
                     ensure_groups(matcher.r, self.keys)
                     groups_ok = True
+                if leases.due():
+                    matcher.flush()  # replies of batches of partitions about to be given up
+                    gained, _ = leases.refresh()
+                    live = live_members(matcher.r, self.keys, GROUP) if gained else set()
+                    for n in sorted(gained):
+                        matcher.take_over(n, live)
+                    partitions = sorted(leases.held)
+                if not partitions:  # more processes than partitions: wait for a share
+                    self._sleep(min(leases.refresh_every_s, 1.0))
+                    continue
+                block_ms = max(self.settings.block_ms // len(partitions), 1)
                 if time.monotonic() >= next_claim:
                     for n in partitions:
                         matcher.claim_stale(n)
@@ -110,6 +135,11 @@ class MatcherWorker:
                     log.error("Redis error: %s; retrying in %.1f s", exc, backoff)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+        if leases is not None:
+            try:
+                leases.release_all()  # the others take these partitions over at once
+            except (*UNAVAILABLE, redis.RedisError) as exc:
+                log.warning("leases not released (%s): they lapse by themselves", exc)
         log.info("matcher %s stopped: %s", self.consumer, dict(matcher.outcomes) if matcher else {})
         return 0
 

@@ -4,6 +4,7 @@
     python -m scripts.bench --json       # the same, as JSON
     python -m scripts.bench --only edge,forwarder
     python -m scripts.bench matcher|forwarder|edge [...]   # the older single cases
+    python -m scripts.bench cluster      # matchers 1, 2, 3 on a local 3-master cluster
 
 Each case measures a figure and, in the same run and under the same load, a yardstick,
 and prints their ratio against its target (see README "Performance"). Every case uses a
@@ -27,6 +28,7 @@ LEGACY = {
     "matcher": "scripts.bench_matcher",
     "forwarder": "scripts.bench_forwarder",
     "edge": "scripts.bench_edge",
+    "cluster": "scripts.bench_cluster",
 }
 CASES = ("edge", "matcher", "forwarder", "batch", "latency")
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import orjson
-import redis
 
 from core.config import Settings
 from core.entities import Source
@@ -155,7 +154,7 @@ def batch_row(
             edge_s = in_threads(clients, post)
 
         def pipeline(i: int) -> None:
-            conn = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+            conn = connect(settings)
             for _ in range(requests):
                 pipe = conn.pipeline(transaction=False)
                 for n, params in enumerate(entries):

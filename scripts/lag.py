@@ -57,8 +57,20 @@ def collect(client: redis.Redis, keys: Keys, now_ms: int | None = None) -> dict:
     for n in keys.all_partitions():
         pipe.zcard(keys.retry_queue(n))
         pipe.xlen(keys.dead_letters(n))
+    leases = [(keys.input_stream(n), MATCHER_GROUP) for n in keys.all_partitions()]
+    leases += [(keys.forward_stream(n), FORWARDER_GROUP) for n in keys.all_partitions()]
+    for n in keys.all_partitions():
+        pipe.get(keys.lease(n, MATCHER_GROUP))
+    for n in keys.all_partitions():
+        pipe.get(keys.lease(n, FORWARDER_GROUP))
     replies = pipe.execute(raise_on_error=False)
     _raise_unavailable(replies)
+    holder_replies = replies[len(replies) - len(leases) :]
+    replies = replies[: len(replies) - len(leases)]
+    holders = {
+        pair: (held if isinstance(held, str) else "")
+        for pair, held in zip(leases, holder_replies, strict=True)
+    }
 
     infos: dict[str, tuple[int, list[dict]]] = {}
     for i, stream in enumerate(streams):
@@ -78,8 +90,11 @@ def collect(client: redis.Redis, keys: Keys, now_ms: int | None = None) -> dict:
         rows.append((stream, length, found.pop(group, None), group))
         # Groups someone else created on our streams are shown too.
         rows.extend((stream, length, info, info["name"]) for info in found.values())
+    groups = _group_details(client, rows, now_ms)
+    for row in groups:  # which process works this partition for this group (SPEC §9)
+        row["holder"] = holders.get((row["stream"], row["group"]), "")
     return {
-        "groups": _group_details(client, rows, now_ms),
+        "groups": groups,
         "retry_queue": retry_queue,
         "dead_letters": dead_letters,
         "paused_partners": paused_partners(client, keys),
@@ -225,7 +240,7 @@ def duration(seconds: float) -> str:
 
 
 def render_table(report: dict, trend: Trend | None = None) -> str:
-    headers = ["STREAM", "GROUP", "LENGTH", "LAG", "PENDING", "OLDEST PENDING"]
+    headers = ["STREAM", "GROUP", "LENGTH", "LAG", "PENDING", "OLDEST PENDING", "HOLDER"]
     if trend is not None:
         headers.append("TREND")
     lines: list[list[str]] = []
@@ -238,6 +253,7 @@ def render_table(report: dict, trend: Trend | None = None) -> str:
             str(g["lag"]),
             str(g["pending"]),
             duration(g["oldest_pending_s"]) if g["pending"] else "-",
+            g.get("holder") or "-",
         ]
         if trend is not None:
             values = trend.of(g["stream"], g["group"])

@@ -1,24 +1,45 @@
 """Every Redis key the system uses. Nobody else spells a key.
 
-Partitioning plan (Redis Cluster, SPEC §9)
------------------------------------------
-The hot path is split into ``P`` partitions (``POSTBACK_PARTITIONS``, default 1). Every
-key of partition ``n`` carries the hash tag ``{pn}``, so each Lua script touches one slot:
+Partition plan (Redis Cluster, SPEC §9)
+---------------------------------------
+The hot path is split into ``P`` partitions (``POSTBACK_PARTITIONS``, default 16). Every
+key of partition ``n`` carries the hash tag ``{pn}``, so each Lua script touches one
+slot, and the 16 tags spread over every node of a cluster.
 
-* a **source** belongs to partition ``crc32(key) % P``; its record lives in that
-  partition, so the edge's ingest script (source check + XADD) is single-slot;
-* all postbacks of a source land on that partition's input stream, so a conversion's
-  identity (source key, transaction_id | click_id+goal) always resolves in one partition:
-  the conversion hash, the partition's points ledger, its forward-jobs stream, received
-  log and dead letters share the slot, and the matcher's atomic step is single-slot;
-* a user's balance is the sum of their field in every partition's points ledger
-  (a sharded counter: one HGET per partition, pipelined);
-* the forwarder's retry set, forwarded log and dead letters of partition ``n`` are in
+* A postback's partition comes from its **conversion identity** (SPEC §4), hashed:
+  ``crc32(identity) % P`` (:func:`core.conversions.routing_identity`):
+
+  - ``t|source|transaction_id`` when a transaction_id is given;
+  - ``c|source|click_id|goal`` when a click_id is given;
+  - fallback postbacks (no click_id, no transaction_id): ``o|source|offer_id|goal``.
+    Every fallback event of one offer and goal from one source meets in one partition;
+    the conversion they make is keyed by the click they matched. (A conversion reported
+    once by click_id and once by offer fallback, without a transaction_id, may land in
+    two partitions: senders that mix the two should send a transaction_id.)
+
+  So one busy source spreads over every partition and node, and every event of one
+  conversion meets in one partition: its conversion hash, the forward jobs, received
+  log and dead letters share that partition's slot, and the matcher's step is one script.
+* Each partition keeps **its own copy of every source record** (``source_copy``),
+  rewritten on every change of the source, so the edge's ingest script (source check +
+  allow-list + XADD) stays one single-slot round trip. The canonical record is in the
+  configuration slot.
+* A user's balance is the sum of their field in every partition's points ledger (a
+  sharded counter: one HGET per partition, pipelined per node).
+* The forwarder's retry set, forwarded log and dead letters of partition ``n`` are in
   ``{pn}`` too, so "ack + schedule retry" and "move due retries back" are single-slot.
+* Leases: ``lease(n, group)`` (``SET NX PX``) says which process works partition ``n``
+  for a group; ``members(group)`` (sorted set, member → expiry ms) lists the live
+  processes, so each takes its fair share (``processors.leases``).
 
-Configuration (sources index, offers, partners, clicks, partner health) is read and
-written one key at a time, outside scripts, so it needs no tag. Changing ``P`` moves
-sources to other partitions: drain the streams first (``postback lag``), then re-add.
+Configuration (sources, offers, partners, their indexes and the config version) shares
+one hash tag, ``{<ns>.cfg}``, so a change is one MULTI with its index and version bump.
+Clicks, partner health and probes have no tag: each is read and written one key at a
+time, never inside a script or a transaction with other keys.
+
+Changing ``P`` moves identities to other partitions: drain the streams first (``postback
+lag`` shows zero lag and pending), stop the workers, then restart with the new value
+(README, "Moving to partitions").
 
 Every key starts with the namespace (``POSTBACK_NAMESPACE``, default ``pb``); tests use
 a fresh namespace each, so they never see each other's keys.
@@ -36,17 +57,19 @@ class Keys:
     """Key names for one namespace and partition count.
 
     >>> k = Keys("pb", partitions=4)
-    >>> k.partition_of("abc123xyz"), k.input_stream(2)
-    (3, 'pb:{p2}:in')
+    >>> k.partition_of("t\x1fsrcKEY\x1fTXN-1"), k.input_stream(2)
+    (1, 'pb:{p2}:in')
     """
 
-    def __init__(self, namespace: str = "pb", partitions: int = 1) -> None:
+    def __init__(self, namespace: str = "pb", partitions: int = 16) -> None:
         self.ns = namespace
         self.partitions = partitions
+        self._cfg = f"{namespace}:{{{namespace}.cfg}}"
 
     # -- partitioning -------------------------------------------------------------
-    def partition_of(self, source_key: str) -> int:
-        return zlib.crc32(source_key.encode()) % self.partitions
+    def partition_of(self, identity: str) -> int:
+        """The partition of a routing identity (``core.conversions.routing_identity``)."""
+        return zlib.crc32(identity.encode()) % self.partitions
 
     def all_partitions(self) -> range:
         return range(self.partitions)
@@ -55,9 +78,13 @@ class Keys:
         return f"{self.ns}:{{p{n}}}"
 
     # -- partitioned (hash tag {pn}) ------------------------------------------------
-    def source(self, source_key: str) -> str:
-        """Hash: name, active, allow (comma-separated CIDRs), secret, created."""
-        return f"{self._p(self.partition_of(source_key))}:source:{source_key}"
+    def source_copy(self, n: int, source_key: str) -> str:
+        """Partition ``n``'s copy of a source hash (what ``ingest.lua`` checks)."""
+        return f"{self._p(n)}:source:{source_key}"
+
+    def lease(self, n: int, group: str) -> str:
+        """String with a TTL: the consumer that works partition ``n`` for ``group``."""
+        return f"{self._p(n)}:lease:{group}"
 
     def input_stream(self, n: int) -> str:
         """Stream of accepted postbacks; group ``matcher``. Fields: see storage.formats."""
@@ -108,25 +135,35 @@ class Keys:
         """Sorted set: conversion_id scored by creation ms (export, admin listing)."""
         return f"{self._p(n)}:conversions"
 
-    # -- configuration (no tag: read and written one key at a time) -----------------
+    # -- configuration (one hash tag, {<ns>.cfg}: MULTI with index and version) --------
+    def source(self, source_key: str) -> str:
+        """Hash: name, active, allow (comma-separated CIDRs), secret, created."""
+        return f"{self._cfg}:source:{source_key}"
+
     def sources_index(self) -> str:
-        return f"{self.ns}:sources"
+        return f"{self._cfg}:sources"
 
     def offer(self, offer_id: str) -> str:
-        return f"{self.ns}:offer:{offer_id}"
+        return f"{self._cfg}:offer:{offer_id}"
 
     def offers_index(self) -> str:
-        return f"{self.ns}:offers"
+        return f"{self._cfg}:offers"
 
     def partner(self, partner_id: str) -> str:
-        return f"{self.ns}:partner:{partner_id}"
+        return f"{self._cfg}:partner:{partner_id}"
 
     def partners_index(self) -> str:
-        return f"{self.ns}:partners"
+        return f"{self._cfg}:partners"
 
     def config_version(self) -> str:
         """Counter bumped on every source/offer/partner change, so workers reload."""
-        return f"{self.ns}:config-version"
+        return f"{self._cfg}:config-version"
+
+    def members(self, group: str) -> str:
+        """Sorted set: live consumers of ``group`` → the ms their registration expires."""
+        return f"{self.ns}:members:{group}"
+
+    # -- no tag: one key at a time --------------------------------------------------------
 
     def click(self, click_id: str) -> str:
         """Hash: offer_id, partner_id, user_id, ip, created (ms), sub1..sub5."""

@@ -151,14 +151,26 @@ def merge_streams(
     newest_first: bool = False,
     chunk: int = CHUNK,
 ) -> Iterator[Entry]:
-    """Several partitions' streams as one, in time order (a heap merge of chunked reads)."""
+    """Several partitions' streams as one, in time order (a heap merge of chunked reads).
+
+    The order is each entry's ``time`` (the postback's time in the received log, the
+    attempt's in the forwarded log), then its ID: partitions are processed in turns, so
+    the IDs (when an entry was written) interleave differently from the times people
+    read. Within one partition both orders agree (a redelivered entry aside).
+    """
     iterators = [
         iter_stream(client, stream, window, newest_first=newest_first, chunk=chunk)
         for stream in streams
     ]
     if len(iterators) == 1:
         return iterators[0]
-    return heapq.merge(*iterators, key=lambda entry: _id_key(entry[0]), reverse=newest_first)
+    return heapq.merge(*iterators, key=_time_key, reverse=newest_first)
+
+
+def _time_key(entry: Entry) -> tuple[int, int, int]:
+    entry_id, fields = entry
+    ms, seq = _id_key(entry_id)
+    return _int(fields.get("time")) or ms, ms, seq
 
 
 def iter_conversion_hashes(
@@ -353,6 +365,7 @@ CONVERSION_COLUMNS = (
     "payout",
     "partner_payout",
     "credited",
+    "held",
     "currency",
     "matched_by",
     "warning",

@@ -22,6 +22,7 @@ from core import conversions as conv
 from core.entities import SUB_IDS, Click, Offer, Partner, Source, ValidationError, check_id
 from core.money import format_cents
 from storage.keys import Keys
+from storage.scripts import default_scripts
 
 
 class NotFound(LookupError):
@@ -55,7 +56,23 @@ class Store:
         pipe.sadd(self.keys.sources_index(), source.key)
         self._bump(pipe)
         pipe.execute()
+        self._copy_source(source.key)
         return source
+
+    def _copy_source(self, source_key: str) -> None:
+        """Rewrite every partition's copy of a source from the canonical record.
+
+        The edge's ingest script checks the copy in the postback's own partition, so a
+        change is seen by every partition once this returns (one pipeline, per node).
+        """
+        data = self.r.hgetall(self.keys.source(source_key))
+        fields = [part for item in data.items() for part in item]
+        calls = [
+            ([self.keys.source_copy(n, source_key)], fields) for n in self.keys.all_partitions()
+        ]
+        for result in default_scripts().run_many(self.r, "replace_hash", calls):
+            if isinstance(result, Exception):
+                raise result
 
     def get_source(self, source_key: str) -> Source:
         data = self.r.hgetall(self.keys.source(source_key))
@@ -71,6 +88,7 @@ class Store:
         for name, value in changes.items():
             setattr(source, name, value)
         self._save(self.keys.source(source_key), source.to_redis())
+        self._copy_source(source_key)
         return source
 
     # -- offers ----------------------------------------------------------------------
@@ -137,6 +155,8 @@ class Store:
         pipe.hset(key, "active", "1" if active else "0")
         self._bump(pipe)
         pipe.execute()
+        if kind == "source":
+            self._copy_source(record_id)
 
     # -- clicks ----------------------------------------------------------------------
     def add_click(
@@ -176,7 +196,8 @@ class Store:
         )
         key = self.keys.click(click_id)
         index = self.keys.offer_clicks(offer.offer_id)
-        pipe = self.r.pipeline()
+        # Click keys have no hash tag: no transaction, one command per key.
+        pipe = self.r.pipeline(transaction=False)
         pipe.exists(self.keys.partner(partner_id))
         pipe.hsetnx(key, "click_id", click_id)
         exists_partner, fresh = pipe.execute()
@@ -186,7 +207,7 @@ class Store:
             raise ValidationError("partner", f"partner {partner_id!r} not found")
         if not fresh:
             raise ValidationError("click_id", f"click {click_id!r} already exists")
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)
         pipe.hset(key, mapping=click.to_redis())
         pipe.expire(key, (offer.window_days + 1) * 86400)
         pipe.zadd(index, {click_id: click.created})

@@ -1,23 +1,34 @@
-"""Lua scripts: files in ``storage/lua``, loaded once, called by name.
+"""Lua scripts: files in ``storage/lua``, loaded once, called by name. The only place
+that runs Lua.
 
-Calls go by EVALSHA; after a Redis restart (``NOSCRIPT``) the script is loaded again
-and the call repeated, which is safe because a NOSCRIPT call ran nothing.
+Calls go by EVALSHA; a ``NOSCRIPT`` reply (Redis restarted, a node added to the cluster)
+ran nothing, so the script is loaded (on every primary of a cluster) and the call sent
+again, here and nowhere else, single calls and pipelines alike.
 
     >>> scripts = Scripts()
     >>> scripts.run(client, "ingest", keys=[...], args=[...])
     >>> scripts.run_many(client, "match", [(keys, args), ...])  # one pipelined round trip
+    >>> pipe = scripts.pipe(client, "match")                    # the matcher's fast path:
+    >>> pipe.send([(keys, args), ...]); ...; pipe.receive()     # sent now, read later
+
+Every call's keys lie in one hash slot (each script's header says which). On a cluster,
+redis-py splits a pipeline per node, so ``run_many`` is one round trip per node touched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import redis
 from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).with_name("lua")
+
+Call = tuple[Sequence, Sequence]
 
 
 class Scripts:
@@ -32,51 +43,110 @@ class Scripts:
     def names(self) -> list[str]:
         return sorted(self._source)
 
-    def sha(self, name: str) -> str:
-        """The SHA1 EVALSHA needs, for callers that send on their own connection."""
-        return self._sha[name]
+    def load(self, client, name: str) -> None:
+        """SCRIPT LOAD ``name`` (on every primary of a cluster)."""
+        client.script_load(self._source[name])
 
-    def source(self, name: str) -> str:
-        """The script's text, for SCRIPT LOAD after a NOSCRIPT."""
-        return self._source[name]
+    def load_all(self, client) -> None:
+        for name in self._source:
+            self.load(client, name)
 
-    def load_all(self, client: redis.Redis) -> None:
-        for text in self._source.values():
-            client.script_load(text)
-
-    def run(self, client: redis.Redis, name: str, keys: Sequence, args: Sequence = ()):
+    def run(self, client, name: str, keys: Sequence, args: Sequence = ()):
         """EVALSHA ``name``; on NOSCRIPT load it and call again."""
         sha = self._sha[name]
         try:
             return client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:
-            client.script_load(self._source[name])
+            self.load(client, name)
             return client.evalsha(sha, len(keys), *keys, *args)
 
-    def run_many(
-        self, client: redis.Redis, name: str, calls: Sequence[tuple[Sequence, Sequence]]
-    ) -> list:
-        """One pipelined round trip of EVALSHA calls; returns each result or exception.
+    def run_many(self, client, name: str, calls: Sequence[Call], extra: Sequence = ()) -> list:
+        """One pipelined round trip (per node) of EVALSHA calls; each result or exception.
 
+        ``extra`` are more commands, argument tuples such as ``("GET", key)``, sent in the
+        same pipeline after the calls; their replies follow the calls' in the result.
         Calls that met NOSCRIPT ran nothing, so they are sent again once the script is
         loaded. Other errors are returned in place, for the caller to judge per call.
         """
         sha = self._sha[name]
-        results = self._pipeline(client, sha, calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            # execute_command: a cluster pipeline routes EVALSHA by its keys this way.
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        for command in extra:
+            pipe.execute_command(*command)
+        results = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results[: len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
-            client.script_load(self._source[name])
-            again = self._pipeline(client, sha, [calls[i] for i in missing])
+            self.load(client, name)
+            again = self.run_many(client, name, [calls[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         return results
 
-    @staticmethod
-    def _pipeline(client: redis.Redis, sha: str, calls) -> list:
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        return pipe.execute(raise_on_error=False)
+    def pipe(self, client, name: str) -> ScriptPipe:
+        return ScriptPipe(self, client, name)
+
+
+class ScriptPipe:
+    """Batches of one script's calls sent now and their replies read later, in order.
+
+    The fast path of the matcher and the forwarder's bookkeeping: while Redis runs one
+    batch the caller plans the next (Python on one core, Redis on another). A single
+    sender thread runs each batch through :meth:`Scripts.run_many` with redis-py's public
+    pipeline, so it works the same on a single Redis and on a cluster, and NOSCRIPT is
+    handled there. Batches run one after the other, so replies come back in order.
+    """
+
+    def __init__(self, scripts: Scripts, client, name: str) -> None:
+        self.scripts, self.client, self.name = scripts, client, name
+        self._sender: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._inflight: deque[Future] = deque()
+
+    def send(self, calls: list[Call]) -> None:
+        """Start ``calls`` (keys, args pairs) without waiting for their replies."""
+        with self._lock:
+            if self._sender is None:
+                self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"lua-{self.name}")
+            sender = self._sender
+        self._inflight.append(
+            sender.submit(self.scripts.run_many, self.client, self.name, list(calls))
+        )
+
+    def receive(self) -> list:
+        """The oldest batch's replies (each a value or an exception); [] when none is out.
+
+        A lost connection raises here, and every batch still in flight is forgotten:
+        whether it ran is unknown, so the caller reads its entries again.
+        """
+        if not self._inflight:
+            return []
+        future = self._inflight.popleft()
+        try:
+            return future.result()
+        except BaseException:
+            self.reset()
+            raise
+
+    def pending(self) -> int:
+        return len(self._inflight)
+
+    def reset(self) -> None:
+        """Forget every batch in flight (waiting for those already running to end)."""
+        inflight, self._inflight = list(self._inflight), deque()
+        for future in inflight:
+            future.cancel()
+        for future in inflight:
+            if not future.cancelled():
+                future.exception()  # waits; the outcome is forgotten on purpose
+
+    def close(self) -> None:
+        self.reset()
+        with self._lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.shutdown(wait=True)
 
 
 _default: Scripts | None = None

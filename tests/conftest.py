@@ -2,6 +2,12 @@
 
 ``REDIS_URL`` (default redis://127.0.0.1:6379/0) names the server; every test gets a
 fresh key namespace, so tests never see each other's keys, even when run side by side.
+
+``POSTBACK_TEST_CLUSTER=1`` runs the same tests against a three-master Redis Cluster
+started for the session (``scripts.local_cluster``) instead: ``.ci/run`` runs the
+integration tests of the edge, matcher, forwarder, lag, export and admin that way too.
+The ``cluster`` fixture gives the cluster tests (``test_cluster.py``) that cluster in
+any run, started on first use.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from falcon import testing
 from core.config import Settings
 from core.entities import Source
 from scripts.embedded_redis import answers, ensure_redis
+from scripts.local_cluster import LocalCluster, start_cluster
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace, ensure_groups
 from storage.repositories import Store
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+ON_CLUSTER = os.environ.get("POSTBACK_TEST_CLUSTER", "") not in ("", "0")
 
 # Property-based tests (hypothesis, schemathesis) run the same examples every time: a
 # test that fails now and then is a defect, and a found failure must fail again on the
@@ -31,11 +39,21 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.load_profile("postback")
 _started = None
+_cluster: LocalCluster | None = None
 
 
 def pytest_configure(config):
-    """Start a throwaway redis-server when none answers, so a fresh machine can test."""
+    """Start a throwaway redis-server when none answers, so a fresh machine can test;
+    with ``POSTBACK_TEST_CLUSTER=1`` start the session's cluster and test against it.
+
+    Child processes (``postback ...`` commands) inherit the test layout: one partition
+    and short leases, as the ``settings`` fixture has, unless a test says otherwise."""
     global REDIS_URL, _started
+    os.environ.setdefault("POSTBACK_PARTITIONS", "1")
+    os.environ.setdefault("POSTBACK_LEASE_MS", "1500")
+    if ON_CLUSTER:
+        REDIS_URL = os.environ["REDIS_URL"] = _session_cluster().url
+        return
     if answers(REDIS_URL):
         return
     _started = ensure_redis(REDIS_URL)
@@ -45,6 +63,21 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _started is not None:
         _started.stop()
+    if _cluster is not None:
+        _cluster.stop()
+
+
+def _session_cluster() -> LocalCluster:
+    global _cluster
+    if _cluster is None:
+        _cluster = start_cluster()
+    return _cluster
+
+
+@pytest.fixture(scope="session")
+def cluster() -> LocalCluster:
+    """A three-master cluster on loopback for the whole session (stopped at the end)."""
+    return _session_cluster()
 
 
 @pytest.fixture
@@ -54,10 +87,16 @@ def namespace() -> str:
 
 @pytest.fixture
 def settings(namespace) -> Settings:
-    """Settings for a test: its own namespace, short blocks, a fast retry schedule."""
+    """Settings for a test: its own namespace, short blocks, a fast retry schedule.
+
+    One partition, so a test can name its streams (``keys.input_stream(0)``); the
+    partitioned layout has its own tests (``test_partitions``, ``test_cluster``).
+    """
     return Settings(
         redis_url=REDIS_URL,
         namespace=namespace,
+        partitions=1,
+        lease_ms=1500,  # a dead worker's partitions are taken over within ~2 s
         block_ms=100,
         retry_schedule=(1, 1, 1),
         claim_idle_ms=1000,

@@ -268,9 +268,12 @@ def enqueue_job(
     return job
 
 
-def forwarded(client, keys, partition: int = 0) -> list[dict]:
-    """The forwarded log's entries, oldest first."""
-    return [fields for _id, fields in client.xrange(keys.forwarded_log(partition))]
+def forwarded(client, keys, partition: int | None = None) -> list[dict]:
+    """The forwarded log's entries (of every partition unless one is named), oldest first."""
+    parts = keys.all_partitions() if partition is None else [partition]
+    entries = [e for n in parts for e in client.xrange(keys.forwarded_log(n))]
+    entries.sort(key=lambda e: tuple(map(int, e[0].split("-"))))
+    return [fields for _id, fields in entries]
 
 
 def retry_jobs(client, keys, partition: int = 0) -> list[tuple[dict, float]]:

@@ -28,10 +28,14 @@ from core.entities import Offer, Partner, Source
 from scripts.embedded_redis import free_port
 from storage import lag_history
 from tests.sink import Reply, sink_fixture, until  # noqa: F401 - the ``sink`` fixture
+from tests.test_logs import add_received
 
 CHROMIUM = os.environ.get("POSTBACK_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-test-admin-token"
 KEY = "browserTestSourceKey0123456789"
+OTHER_KEY = "browserTestOtherSourceKey01234"
+#: Postbacks of the second source, unknown clicks all: enough rows for two pages of 10.
+OTHER_POSTBACKS = 12
 INJECTION = "<img src=x onerror=alert(1)>"
 TIMEZONE = "Asia/Tokyo"  # far from UTC, so local time and UTC differ on screen
 
@@ -136,6 +140,7 @@ def system(settings, store, sink, tmp_path, redis_client, keys):
     """The running relay with data: matched, unmatched and injected postbacks; one
     partner that answers, one that is down (so its deliveries end as dead letters)."""
     store.add_source(Source.build(name="Survey wall", key=KEY))
+    store.add_source(Source.build(name="Offerwall B", key=OTHER_KEY))
     store.add_offer(Offer.build("VBFS6", revshare=80))
     sink.respond("/pub1", 200)
     store.add_partner(
@@ -194,24 +199,34 @@ def system(settings, store, sink, tmp_path, redis_client, keys):
             requests.get(postback, params={"click_id": "CLK-NOPE", "payout": "1.00"}, timeout=5),
         ]
         assert [r.status_code for r in sent] == [200, 200, 200], [r.text for r in sent]
+        batch = [
+            {"click_id": f"CLK-B-{i}", "transaction_id": f"{INJECTION} {i}"}
+            for i in range(OTHER_POSTBACKS)
+        ]
+        reply = requests.post(f"{relay.base}/postback/{OTHER_KEY}/batch", json=batch, timeout=5)
+        assert reply.json()["accepted"] == OTHER_POSTBACKS, reply.text
 
         def settled() -> bool:
             relay.check_alive()
             dead = relay.admin("/api/admin/dead-letters", partner="downnet")["total"]
-            return dead == 2 and len(sink.received("/pub1")) == 2
+            received = relay.admin("/api/admin/received-postbacks")["total"]
+            return (
+                dead == 2 and len(sink.received("/pub1")) == 2 and received == 3 + OTHER_POSTBACKS
+            )
 
         until(settled, timeout=60, message="deliveries done and the down partner's dead-lettered")
         yield relay
-    except BaseException:
-        print(relay.logs())
-        raise
     finally:
         relay.stop()
+        print(relay.logs())  # shown by pytest only when the test failed
 
 
 @contextlib.contextmanager
-def browser_page(url: str):
-    """A Chromium page at 1280x800 in a zone far from UTC, recording dialogs and API calls."""
+def browser_page(url: str, *, fake_clock: bool = False):
+    """A Chromium page at 1280x800 in a zone far from UTC, recording dialogs and API calls.
+
+    With ``fake_clock`` the page's timers run only when the test moves its clock on.
+    """
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -225,6 +240,8 @@ def browser_page(url: str):
         page = context.new_page()
         page.dialogs = []  # any alert() the page fires (an injection that ran)
         page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+        page.requested = []  # every URL the page loaded or called
+        page.on("request", lambda request: page.requested.append(request.url))
         page.api_calls = []
         page.on(
             "request",
@@ -233,6 +250,8 @@ def browser_page(url: str):
                 and page.api_calls.append((request.url, request.headers.get("authorization")))
             ),
         )
+        if fake_clock:
+            page.clock.install()
         page.goto(url)
         try:
             yield page
@@ -272,10 +291,28 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     assert page.evaluate("Object.keys(localStorage).length") == 0
     assert page.evaluate("sessionStorage.getItem('postback-relay.admin-token')") == TOKEN
 
-    # -- received postbacks: sources by name, outcome, every partition
-    expect(rows(page)).to_have_count(3)
+    # -- received postbacks: sources by name, paging, every partition
+    total = 3 + OTHER_POSTBACKS
+    expect(rows(page)).to_have_count(total)
     table = page.get_by_role("table")
     expect(table).to_contain_text("Survey wall")
+    expect(table).to_contain_text("Offerwall B")
+    expect(table).to_contain_text(f"{INJECTION} 0")  # a value in a cell stays text too
+    expect(table.locator("img")).to_have_count(0)
+    page.get_by_label("Rows per page").select_option("10")
+    expect(rows(page)).to_have_count(10)
+    expect(page.locator("#page-info")).to_have_text(f"Page 1 of 2 · {total} rows")
+    page.get_by_role("button", name="Next").click()
+    expect(rows(page)).to_have_count(total - 10)
+    expect(page.locator("#page-info")).to_contain_text("Page 2 of 2")
+    expect(page.get_by_role("button", name="Next")).to_be_disabled()
+    page.get_by_role("button", name="Previous").click()
+    expect(rows(page)).to_have_count(10)
+    page.get_by_label("Source", exact=True).fill("survey wall")  # by name, any case
+    page.get_by_label("Source", exact=True).press("Enter")
+    expect(rows(page)).to_have_count(3)
+    expect(page.locator("#page-info")).to_have_text("Page 1 of 1 · 3 rows")
+    expect(table).not_to_contain_text("Offerwall B")
     expect(rows(page).filter(has_text="CLK-NOPE")).to_contain_text("unmatched")
     page.get_by_label("Hours", exact=True).fill("0")
     page.get_by_label("Hours", exact=True).press("Enter")
@@ -286,6 +323,10 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.get_by_label("Outcome", exact=True).select_option("unmatched")
     expect(rows(page)).to_have_count(1)
     page.get_by_label("Outcome", exact=True).select_option("")
+    expect(rows(page)).to_have_count(3)
+    page.get_by_label("Status", exact=True).select_option("rejected")
+    expect(page.get_by_text("Nothing matches these filters.")).to_be_visible()
+    page.get_by_label("Status", exact=True).select_option("approved")
     expect(rows(page)).to_have_count(3)
 
     # times in the viewer's zone, UTC on hover
@@ -339,6 +380,8 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     page.keyboard.press("Enter")  # rows open from the keyboard too
     expect(dialog.locator(".attempt")).to_have_count(2)  # every attempt of that delivery
     expect(dialog).to_contain_text("partner down")
+    shots.append(screenshot_path(tmp_path, "admin-delivery-detail.png"))
+    page.screenshot(path=str(shots[-1]))
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
@@ -384,7 +427,10 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
 
     # -- safe: no script ran, the key never shown, the token only ever in a header
     assert page.dialogs == []
-    assert KEY not in page.content()
+    assert KEY not in page.content() and OTHER_KEY not in page.content()
+    assert all(url.startswith(system.base + "/") for url in page.requested), (
+        "nothing from elsewhere"
+    )
     assert page.api_calls and all(TOKEN not in url for url, _ in page.api_calls)
     signed = [auth for url, auth in page.api_calls if "/api/admin/dead-letters" in url]
     assert signed and set(signed) == {f"Bearer {TOKEN}"}
@@ -400,8 +446,32 @@ def test_admin_page_in_a_browser(page, system, sink, tmp_path):
     print("\nadmin page screenshots:", *shots)
     page.get_by_role("button", name="Close").click()
 
+    # -- "did partner X get conversion Y, and what did it answer?" from the conversion id
+    logs = system.admin("/api/admin/received-postbacks", outcome="matched")["logs"]
+    conversion_id = next(r["conversion_id"] for r in logs if r["click_id"] == "CLK-1")
+    page.get_by_label("Find conversion or log ID").fill(conversion_id)
+    page.get_by_role("button", name="Find").click()
+    summary = dialog.locator("section").filter(has_text="Forwarded to")
+    expect(summary).to_contain_text("pub1 (Publisher One)")
+    expect(summary.locator("li").filter(has_text="pub1")).to_contain_text("delivered")
+    expect(summary.locator("li").filter(has_text="pub1")).to_contain_text("HTTP 200")
+    expect(dialog).to_contain_text("Response body")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+    # -- refresh by hand, with the automatic one switched off
     switch.uncheck()
     expect(switch).not_to_be_checked()
+    late = requests.get(f"{system.base}/postback/{KEY}", params={"click_id": "CLK-LATE"}, timeout=5)
+    assert late.status_code == 200
+    until(
+        lambda: system.admin("/api/admin/received-postbacks", source="Survey wall")["total"] == 4,
+        timeout=30,
+        message="the late postback in the received log",
+    )
+    page.get_by_role("button", name="Refresh").click()
+    expect(rows(page)).to_have_count(4)
+    expect(rows(page).first).to_contain_text("CLK-LATE")
 
     # -- sign out forgets the token
     page.get_by_role("button", name="Sign out").click()
@@ -420,6 +490,42 @@ def test_the_page_says_so_when_the_admin_api_is_off(settings, store, tmp_path):
             expect(page.get_by_role("alert")).to_contain_text("The admin API is off")
             expect(page.get_by_role("alert")).to_contain_text("POSTBACK_ADMIN_TOKEN")
             assert page.evaluate("sessionStorage.length") == 0
+            assert page.dialogs == []
+    finally:
+        relay.stop()
+
+
+def sign_in(page) -> None:
+    page.get_by_label("Admin token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("tab", name="Received postbacks")).to_be_visible()
+
+
+def test_auto_refresh_every_5_s_until_switched_off(settings, store, redis_client, keys, tmp_path):
+    relay = System(settings, tmp_path)
+    relay.up(workers=False)  # the received log is written here, as the matcher writes it
+    t = int(time.time() * 1000)
+    add_received(redis_client, keys, t, i=0)
+    try:
+        with browser_page(relay.base + "/admin", fake_clock=True) as page:
+            sign_in(page)
+            expect(rows(page)).to_have_count(1)
+
+            def table_loads() -> int:
+                return sum("/received-postbacks" in url for url, _ in page.api_calls)
+
+            add_received(redis_client, keys, t + 1, i=1)
+            page.clock.run_for(5_500)
+            expect(rows(page)).to_have_count(2)  # refreshed by itself
+
+            page.get_by_role("switch", name="Auto-refresh every 5 s").uncheck()
+            add_received(redis_client, keys, t + 2, i=2)
+            before = table_loads()
+            page.clock.run_for(20_000)  # four refreshes' worth, and none may happen
+            with page.expect_response(lambda r: "/received-postbacks" in r.url):
+                page.get_by_role("button", name="Refresh").click()
+            expect(rows(page)).to_have_count(3)
+            assert table_loads() == before + 1  # only the one asked for by hand
             assert page.dialogs == []
     finally:
         relay.stop()

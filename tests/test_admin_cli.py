@@ -13,6 +13,7 @@ from scripts.cli import main
 def admin(settings, store, monkeypatch, capsys):
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main(["admin", *argv])

@@ -18,6 +18,7 @@ KEY = "aff-network-dialect-key-01"
 def admin(settings, store, monkeypatch, capsys):
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
 
     def run(*argv: str) -> tuple[int, str, str]:
         try:

@@ -3,6 +3,7 @@ the lag panel, and the page's own files. In-process against a real Redis, two pa
 
 from __future__ import annotations
 
+import re
 import time
 
 import orjson
@@ -118,6 +119,7 @@ def test_replay_by_partner_replays_that_partner_only(client, redis_client, keys)
         ({}, "body"),
         ([], "body"),
         ({"ids": ["1-0"], "partner": "p1"}, "body"),
+        ({"id": "1-0"}, "id"),
         ({"ids": []}, "ids"),
         ({"ids": "1714000000001-0"}, "ids"),
         ({"ids": ["<script>"]}, "ids"),
@@ -241,9 +243,14 @@ def test_the_page_needs_no_token_and_its_calls_do(settings2, redis_client):
     assert page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "Admin token" in page.text and "Sign in" in page.text
-    script = anonymous.simulate_get("/admin/admin.js")
-    assert script.headers["content-type"].startswith("text/javascript")
-    assert "innerHTML" not in script.text  # values go in as text only
+    modules = re.findall(r'from "\./([a-z]+\.js)"', anonymous.simulate_get("/admin/main.js").text)
+    assert set(modules) == {"api.js", "detail.js", "dom.js", "lag.js"}
+    for name in ["main.js", *modules]:
+        script = anonymous.simulate_get(f"/admin/{name}")
+        assert script.status_code == 200, name
+        assert script.headers["content-type"].startswith("text/javascript")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in script.text, (name, sink)  # values go in as text only
     assert anonymous.simulate_get("/admin/admin.css").status_code == 200
     assert anonymous.simulate_get("/admin/../app.py").status_code == 404
     assert anonymous.simulate_get("/admin/nothing.js").status_code == 404

@@ -11,13 +11,18 @@ import time
 import pytest
 import requests
 
+from core.config import Settings
 from scripts.embedded_redis import free_port
+from storage.keys import Keys
+from storage.repositories import Store
 from tests.output import Output
 
 pytestmark = pytest.mark.slow
 
 
-def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, store):
+def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, redis_client):
+    # `postback dev` runs with the default partition count: read the balance the same way.
+    store = Store(redis_client, Keys(settings.namespace, Settings().partitions))
     port = free_port()
     env = {
         **os.environ,

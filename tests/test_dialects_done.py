@@ -20,6 +20,7 @@ from tests.test_matcher_worker import Worker, wait_for
 def admin(settings, store, monkeypatch, capsys):
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
 
     def run(*argv: str) -> str:
         code = main(["admin", *argv])

@@ -132,16 +132,21 @@ def test_a_change_takes_effect_on_the_next_postback_on_every_edge_process(
 
 def test_a_steady_dialect_costs_one_script_call_a_postback(client, advertiser, monkeypatch):
     """The cache is kept, not re-read: after the first postback, one round trip each."""
-    from edge.postbacks import Ingest
+    from storage.scripts import Scripts
 
     calls = []
-    real = Ingest._ingest
+    real_run, real_many = Scripts.run, Scripts.run_many
 
-    def counting(self, keys_, args):
-        calls.append(args)
-        return real(self, keys_, args)
+    def run(self, client_, name, keys_, args=()):
+        calls.append(args) if name == "ingest" else None
+        return real_run(self, client_, name, keys_, args)
 
-    monkeypatch.setattr(Ingest, "_ingest", counting)
+    def run_many(self, client_, name, many, extra=()):
+        calls.extend(args for _, args in many) if name == "ingest" else None
+        return real_many(self, client_, name, many, extra)
+
+    monkeypatch.setattr(Scripts, "run", run)
+    monkeypatch.setattr(Scripts, "run_many", run_many)
     for i in range(3):
         resp = client.simulate_get(f"/postback/{KEY}", query_string=f"aff_sub=C{i}&status=1")
         assert resp.status_code == 200

@@ -80,7 +80,12 @@ def _chunks(total: int, size: int = 64 * 1024):
 def test_postback_edge_serves_and_stops_cleanly(settings, store, redis_client, keys):
     source = store.add_source(Source.build(name="live"))
     port = _free_port()
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "POSTBACK_NAMESPACE": settings.namespace}
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "POSTBACK_NAMESPACE": settings.namespace,
+        "POSTBACK_PARTITIONS": str(settings.partitions),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "scripts.cli", "edge", "--host", "127.0.0.1", "--port", str(port)]
         + ["--threads", "2"],

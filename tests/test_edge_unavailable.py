@@ -21,6 +21,11 @@ from falcon import testing
 from core.entities import Offer, Partner, Source
 from edge.app import create_app
 from storage.repositories import Store
+from tests.conftest import ON_CLUSTER
+
+# A TCP relay in front of one node is how these tests cut Redis off; a cluster client
+# learns the nodes' own addresses from the node and would go around it.
+pytestmark = pytest.mark.skipif(ON_CLUSTER, reason="relays one node: single Redis only")
 
 
 class Relay:

@@ -48,6 +48,7 @@ def _start(settings, *argv: str, env: dict | None = None) -> subprocess.Popen:
         **os.environ,
         "REDIS_URL": settings.redis_url,
         "POSTBACK_NAMESPACE": settings.namespace,
+        "POSTBACK_PARTITIONS": str(settings.partitions),
         **(env or {}),
     }
     return subprocess.Popen(

@@ -18,6 +18,12 @@ KEY = "abc123xyz-seed-source-key"
 
 
 @pytest.fixture
+def settings(settings):
+    """The default layout, 16 partitions: the seeds spread over them (and a cluster's nodes)."""
+    return settings.with_overrides(partitions=16)
+
+
+@pytest.fixture
 def network(settings, store, sink):
     settings = settings.with_overrides(
         retry_schedule=(0, 0, 0, 0, 0, 0, 0, 0), pause_after_failures=100
@@ -62,7 +68,7 @@ def matcher(network, redis_client):
 
 
 def drain(matcher: Matcher) -> None:
-    while matcher.process_batch(0):
+    while sum(matcher.process_batch(n) for n in matcher.keys.all_partitions()):
         pass
 
 

@@ -47,7 +47,7 @@ return n
 def cli_env(monkeypatch, settings, redis_client):
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
-    monkeypatch.delenv("POSTBACK_PARTITIONS", raising=False)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
     return redis_client
 
 

@@ -318,6 +318,8 @@ def test_the_command_delivers_and_exits_0_on_sigterm(store, redis_client, keys, 
         **os.environ,
         "REDIS_URL": settings.redis_url,
         "POSTBACK_NAMESPACE": settings.namespace,
+        "POSTBACK_PARTITIONS": str(settings.partitions),
+        "POSTBACK_LEASE_MS": str(settings.lease_ms),
         "POSTBACK_BLOCK_MS": "100",
     }
     proc = subprocess.Popen(

@@ -18,7 +18,7 @@ def cli_env(monkeypatch, settings, redis_client):
     """Point the ``postback`` command at this test's namespace."""
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
-    monkeypatch.delenv("POSTBACK_PARTITIONS", raising=False)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
     return redis_client
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.entities import Offer
+from core.money import format_cents
 from processors.holds import release_due
 from processors.matcher import Matcher
 from tests.test_matcher import SOURCE, add_click, add_partner, conversions, drain, jobs, post
@@ -75,6 +76,7 @@ def test_an_approval_on_a_held_offer_holds_its_points_until_the_period_has_passe
     assert balances(held) == ("4.00", "0.00")
     conversion = the_conversion(redis_client, keys, held)
     assert conversion["credited"] == "4.00" and conversion["held"] == "0.00"
+    assert [s["effect"] for s in conversion["history"]] == ["created", "hold ended"]
     # once: again, later, by another matcher: nothing more
     assert release(redis_client, keys, matcher, after_s=HOLD_S * 10) == 0
     assert balances(held) == ("4.00", "0.00")
@@ -104,6 +106,8 @@ def test_pending_then_approved_on_a_held_offer_holds_from_the_approval(
     assert conversion["hold_until"] == int(approval.split("-")[0]) + HOLD_S * 1000
     assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 1
     assert balances(held) == ("8.00", "0.00")
+    history = the_conversion(redis_client, keys, held)["history"]
+    assert [s["effect"] for s in history] == ["created", "held", "hold ended"]
 
 
 def test_a_reversal_during_the_hold_releases_the_points_and_debits_nothing(
@@ -118,6 +122,13 @@ def test_a_reversal_during_the_hold_releases_the_points_and_debits_nothing(
     post(redis_client, keys, click_id="CLK-1", status="rejected", transaction_id="T1")
     drain(matcher)
     assert balances(held) == ("0.00", "0.80")
+    [first] = [
+        c
+        for c in conversions(redis_client, keys, held, keys.partition_of(SOURCE))
+        if c["transaction_id"] == "T1"
+    ]
+    assert first["status"] == "rejected" and first["held"] == "0.00"
+    assert [s["effect"] for s in first["history"]] == ["created", "released"]
     # when the period has passed, only the one still held is credited
     assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 1
     assert balances(held) == ("0.80", "0.00")
@@ -186,3 +197,53 @@ def test_goals_of_one_click_are_separate_conversions_with_their_own_payouts(
     post(redis_client, keys, click_id="CLK-1", payout="20.00", goal="purchase")
     drain(matcher)
     assert balances(held) == ("11.00", "0.00")  # 1.00 fixed + 50 % of 20.00
+
+
+def test_holds_are_partitioned_and_a_balance_sums_them(redis_client, settings):
+    """Each partition has its own held ledger and due set (hash tag {pN}); a user's
+    points and held points are summed over every partition."""
+    from storage.keys import Keys
+    from storage.redis_client import ensure_groups
+    from storage.repositories import Store
+
+    settings = settings.with_overrides(partitions=4)
+    keys = Keys(settings.namespace, 4)
+    ensure_groups(redis_client, keys)
+    store = Store(redis_client, keys)
+    store.add_offer(Offer.build("HELD", revshare=80, hold="1h"))
+    add_partner(store, "PUB")
+    sources = {}
+    for i in range(100):
+        source = f"source-key-{i:04d}-abcdefgh"
+        sources.setdefault(keys.partition_of(source), source)
+    assert len(sources) >= 2
+    for n, source in sources.items():
+        add_click(store, f"CLK-{n}", "HELD")
+        post(redis_client, keys, source=source, click_id=f"CLK-{n}", payout="1.00")
+    worker = Matcher(redis_client, settings, consumer="m4")
+    drain(worker)
+    for n in sources:
+        assert redis_client.hget(keys.held(n), "u1") == "80"
+        assert redis_client.zcard(keys.holds_due(n)) == 1
+        assert keys.holds_due(n).startswith(f"{settings.namespace}:{{p{n}}}:")
+    total = format_cents(80 * len(sources))
+    assert balances(store) == ("0.00", total)
+    assert release(redis_client, keys, worker, after_s=HOLD_S + 1) == len(sources)
+    assert balances(store) == (total, "0.00")
+
+
+def test_a_broken_due_set_is_logged_and_does_not_stop_the_others(
+    held, matcher, redis_client, keys, caplog
+):
+    add_click(held, "CLK-1", "HELD")
+    post(redis_client, keys, click_id="CLK-1", payout="5.00", transaction_id="T1")
+    drain(matcher)
+    conversion = the_conversion(redis_client, keys, held)
+    n = keys.partition_of(SOURCE)
+    redis_client.hset(keys.conversion(n, conversion["conversion_id"]), "held_cents", "x")
+    assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 0
+    assert "malformed amount" in caplog.text
+    assert balances(held) == ("0.00", "4.00")  # nothing half-done
+    redis_client.hset(keys.conversion(n, conversion["conversion_id"]), "held_cents", "400")
+    assert release(redis_client, keys, matcher, after_s=HOLD_S + 1) == 1
+    assert balances(held) == ("4.00", "0.00")

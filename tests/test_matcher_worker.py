@@ -23,6 +23,7 @@ from scripts.embedded_redis import find_redis_server, free_port, start_redis_ser
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
 from storage.repositories import Store
+from storage.scripts import Scripts
 from tests.test_matcher import SOURCE, add_click, add_partner, drain, points, post, received
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,8 @@ class Worker:
         environ.update(
             REDIS_URL=settings.redis_url,
             POSTBACK_NAMESPACE=settings.namespace,
+            POSTBACK_PARTITIONS=str(settings.partitions),
+            POSTBACK_LEASE_MS=str(settings.lease_ms),
             POSTBACK_BLOCK_MS="100",
             **env,
         )
@@ -304,10 +307,22 @@ def test_replies_lost_with_the_connection_are_recovered_by_rereading_own_pending
     for i in range(3):
         add_click(offer_and_partner, f"CLK-{i}")
         post(redis_client, keys, click_id=f"CLK-{i}", payout="5.00")
-    matcher = Matcher(redis_client, settings, consumer="m", overlap=True)
+
+    class LosingScripts(Scripts):
+        """Runs the first ``match`` batch, then loses its replies with the connection."""
+
+        lost = False
+
+        def run_many(self, client, name, calls, extra=()):
+            results = super().run_many(client, name, calls, extra)
+            if name == "match" and not self.lost:
+                self.lost = True
+                raise redis.ConnectionError("Connection closed by server.")
+            return results
+
+    matcher = Matcher(redis_client, settings, consumer="m", overlap=True, scripts=LosingScripts())
     assert matcher.process_batch() == 3  # sent; replies not read yet
     wait_for(lambda: pending_of(redis_client, keys) == 0, what="the batch to run")
-    matcher._pipe._conn.disconnect()  # the replies are lost with the connection
 
     with pytest.raises(redis.ConnectionError):
         matcher.flush()

@@ -31,14 +31,22 @@ def test_every_change_bumps_the_config_version(store):
     assert (partner.url, partner.scope, partner.active) == ("https://p2.example/pb", "all", False)
 
 
-def test_source_lives_in_its_partition(redis_client, settings):
+def test_every_partition_keeps_a_copy_of_the_source_rewritten_on_each_change(
+    redis_client, settings
+):
     keys = Keys(settings.namespace, partitions=4)
     store = Store(redis_client, keys)
     source = store.add_source(Source.build(name="W", key="abc123xyz-0123456789"))
-    n = keys.partition_of(source.key)
-    assert keys.source(source.key).startswith(f"{settings.namespace}:{{p{n}}}:")
-    assert redis_client.exists(keys.source(source.key))
     assert [s.key for s in store.list_sources()] == [source.key]
+
+    def copies(field):
+        return [redis_client.hget(keys.source_copy(n, source.key), field) for n in range(4)]
+
+    assert copies("name") == ["W"] * 4 and copies("active") == ["1"] * 4
+    store.update_source(source.key, name="Renamed")
+    store.set_active("source", source.key, False)
+    assert copies("name") == ["Renamed"] * 4 and copies("active") == ["0"] * 4
+    assert keys.source_copy(3, source.key).startswith(f"{settings.namespace}:{{p3}}:")
 
 
 def test_click_expires_after_the_window_and_is_indexed_for_fallback(store, keys):

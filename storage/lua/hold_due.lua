@@ -29,7 +29,7 @@ for i = 2, #ARGV do
   local cid, key = ARGV[i], KEYS[i + 2]
   local score = tonumber(redis.call("ZSCORE", due, cid))
   if score and score <= now then
-    local v = redis.call("HMGET", key, "user_id", "held_cents", "credited_cents")
+    local v = redis.call("HMGET", key, "user_id", "held_cents", "credited_cents", "history")
     local user, amount, credited = v[1], v[2] or "0", v[3] or "0"
     if not (integer(amount) and integer(credited)) then
       return redis.error_reply("hold_due: conversion " .. cid .. " has a malformed amount")
@@ -38,7 +38,7 @@ for i = 2, #ARGV do
       return redis.error_reply("hold_due: conversion " .. cid .. " has no user_id")
     end
     ready[#ready + 1] = { cid = cid, key = key, user = user, amount = tonumber(amount),
-      credited = tonumber(credited) }
+      credited = tonumber(credited), history = v[4] or "" }
   end
 end
 for _, c in ipairs(ready) do
@@ -57,8 +57,15 @@ for _, c in ipairs(ready) do
   if c.amount > 0 then
     redis.call("HINCRBY", points, c.user, c.amount)
     redis.call("HINCRBY", held, c.user, -c.amount)
+    -- The history gains the step, as match.lua writes its steps (a JSON list).
+    local step = '{"status":"approved","at":' .. ARGV[1] .. ',"effect":"hold ended"}'
+    local history = "[" .. step .. "]"
+    if c.history ~= "" and c.history ~= "[]" then
+      history = string.sub(c.history, 1, -2) .. "," .. step .. "]"
+    end
     redis.call("HSET", c.key, "held_cents", "0", "credited_cents",
-      string.format("%d", c.credited + c.amount), "hold_released", ARGV[1])
+      string.format("%d", c.credited + c.amount), "hold_released", ARGV[1],
+      "history", history)
     credited = credited + 1
   end
 end

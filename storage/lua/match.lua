@@ -307,7 +307,9 @@ for i = 1, k do
         call("HSET", key, unpack(f, 1, n))
         created[n_created + 1], created[n_created + 2], n_created = at, cid, n_created + 2
       elseif e.set_status or e.keep then
-        local entry = ARGV[p + 8] .. ',"effect":"' .. e.step .. '"}'
+        -- A held credit and a released hold say so in the history.
+        local step = (to_hold > 0 and "held") or (to_hold < 0 and "released") or e.step
+        local entry = ARGV[p + 8] .. ',"effect":"' .. step .. '"}'
         if st.history == "" or st.history == "[]" then
           st.history = "[" .. entry .. "]"
         else
