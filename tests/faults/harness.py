@@ -27,11 +27,12 @@ OFFER = "FAULT-OFFER"
 POINTS = "1.00"  # the offer pays a fixed 1.00: each credit is 1.00 points
 
 
-def worker_env(redis_url: str, namespace: str, **extra: str) -> dict[str, str]:
+def worker_env(redis_url: str, namespace: str, partitions: int, **extra: str) -> dict[str, str]:
     """Settings for every process: fast blocking reads, claims and lease takeovers."""
     return {
         "REDIS_URL": redis_url,
         "POSTBACK_NAMESPACE": namespace,
+        "POSTBACK_PARTITIONS": str(partitions),
         "POSTBACK_BLOCK_MS": "200",
         "POSTBACK_CLAIM_IDLE_MS": "1500",
         "POSTBACK_LEASE_MS": "2000",

@@ -102,6 +102,7 @@ def network(settings):
     env = worker_env(
         settings.redis_url,
         settings.namespace,
+        settings.partitions,
         POSTBACK_RETRY_SCHEDULE="30,120,600",
         POSTBACK_PAUSE_AFTER_FAILURES="5",
         POSTBACK_PROBE_INTERVAL="3",

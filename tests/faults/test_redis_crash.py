@@ -89,13 +89,13 @@ def durable_redis(tmp_path):
 
 
 def test_redis_killed_under_load_loses_nothing_that_got_a_200(durable_redis, sink, record_property):
-    settings = Settings(redis_url=durable_redis.url, namespace="faults")
+    settings = Settings(redis_url=durable_redis.url, namespace="faults", partitions=4)
     client = connect(settings)
     keys = Keys(settings.namespace, settings.partitions)
     ensure_groups(client, keys)
     store = Store(client, keys)
     source = add_catalogue(store, {"net": sink.url("/net")}, 3000)
-    network = Network(worker_env(durable_redis.url, settings.namespace)).start()
+    network = Network(worker_env(durable_redis.url, settings.namespace, 4)).start()
     load = Load(network.base, source.key, 3000, threads=3, per_thread_per_s=15).start()
     try:
         until(lambda: len(load.accepted) >= 100, timeout=60, message="load flowing")

@@ -28,8 +28,16 @@ POSTBACKS = 900
 
 
 @pytest.fixture
+def settings(settings):
+    """Four partitions: the workers share them by lease, and take a dead one's over."""
+    return settings.with_overrides(partitions=4)
+
+
+@pytest.fixture
 def network(settings):
-    env = worker_env(settings.redis_url, settings.namespace, POSTBACK_MAX_DELIVERIES="50")
+    env = worker_env(
+        settings.redis_url, settings.namespace, settings.partitions, POSTBACK_MAX_DELIVERIES="50"
+    )
     network = Network(env)
     yield network
     network.close()
