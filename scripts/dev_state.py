@@ -3,7 +3,8 @@
 ``postback dev`` may start its own Redis on a random port. While it runs it writes that
 Redis's URL (and the namespace and partition count it runs with) to one file in the
 user's state directory, ``$XDG_STATE_HOME/postback-relay/dev.json`` (default
-``~/.local/state/postback-relay/dev.json``), and removes the file when it stops.
+``~/.local/state/postback-relay/dev.json``; ``$POSTBACK_STATE_DIR/dev.json`` when that
+is set), and removes the file when it stops.
 
 Every other ``postback`` command, when ``REDIS_URL`` is not set, uses that file — only
 while the ``postback dev`` that wrote it is alive and its Redis answers — so the README's
@@ -25,7 +26,10 @@ from scripts.embedded_redis import answers
 
 
 def state_file(env: Mapping[str, str] | None = None) -> Path:
+    """``$POSTBACK_STATE_DIR/dev.json`` if set, else under ``$XDG_STATE_HOME`` or ~/.local/state."""
     env = os.environ if env is None else env
+    if env.get("POSTBACK_STATE_DIR"):
+        return Path(env["POSTBACK_STATE_DIR"]) / "dev.json"
     base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "postback-relay" / "dev.json"
 

@@ -56,7 +56,7 @@ def pytest_configure(config):
     os.environ.setdefault("POSTBACK_LEASE_MS", "1500")
     # `postback dev` run by a test publishes its Redis for second terminals
     # (scripts/dev_state.py): into a directory of the session's own, never the user's.
-    os.environ["XDG_STATE_HOME"] = _STATE_HOME
+    os.environ["POSTBACK_STATE_DIR"] = _STATE_HOME
     if ON_CLUSTER:
         REDIS_URL = os.environ["REDIS_URL"] = _session_cluster().url
         return

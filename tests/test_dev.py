@@ -87,9 +87,9 @@ def second_terminal(*argv: str) -> str:
 
 
 def test_a_second_terminal_ignores_a_stale_file_and_honours_its_own_settings(tmp_path):
-    env = {"XDG_STATE_HOME": str(tmp_path)}
+    env = {"POSTBACK_STATE_DIR": str(tmp_path)}
     path = dev_state.state_file(env)
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     default = Settings()
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
