@@ -98,6 +98,8 @@ class ForwardReader:
         ):
             n = reading[self._turn % len(reading)]
             self._turn += 1
+            if self.leases is not None:  # never block past a lease renewal
+                block_ms = min(block_ms, self.leases.lease_ms // 4)
             block = max(block_ms // len(reading), 10)
             reply = self.r.execute_command(*self._read_command(n, ">", room, block=block))
             got[n] = _entries(reply)

@@ -57,8 +57,8 @@ class Worker:
             POSTBACK_PARTITIONS=str(settings.partitions),
             POSTBACK_LEASE_MS=str(settings.lease_ms),
             POSTBACK_BLOCK_MS="100",
-            **env,
         )
+        environ.update(env)  # a test's own values win
         self.log_path = log_path
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
