@@ -119,7 +119,8 @@ class MatcherWorker:
                         matcher.process_batch(n, block_ms=block_ms)
                         turn += 1
                     else:  # a postback written to any partition ends the wait at once
-                        matcher.process_any(partitions, block_ms=self.settings.block_ms)
+                        wait_ms = min(self.settings.block_ms, self.settings.lease_ms // 4)
+                        matcher.process_any(partitions, block_ms=wait_ms)
                 if self.stopping:
                     matcher.flush()
                 if backoff > 0.1:
