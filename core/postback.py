@@ -133,6 +133,8 @@ def validate(params: Mapping[str, object]) -> dict:
     ``custom`` (always, maybe empty) holding every other parameter verbatim.
     """
     for name, value in params.items():
+        if not name:
+            continue  # a nameless parameter ("=x") is dropped below, not refused
         if type(value) is str:
             # Most values hold neither brace nor percent sign: skip the regex for them.
             if ("{" in value or "%" in value) and find_macro(value):

@@ -380,7 +380,7 @@ def _entity_paths(plural: str, single: str, id_name: str, id_text: str) -> dict:
         base: {
             "get": _admin(
                 f"List {plural}",
-                {"200": _json(listing, f"The {plural}")},
+                {"200": _json(listing, f"The {plural}"), "400": _error("active not true/false")},
                 parameters=[_query("active", "true or false", BOOL)],
             ),
             "post": _admin(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import hypothesis
 import pytest
 import redis
 from falcon import testing
@@ -29,6 +30,14 @@ from storage.repositories import Store
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 ON_CLUSTER = os.environ.get("POSTBACK_TEST_CLUSTER", "") not in ("", "0")
+
+# Property-based tests (hypothesis, schemathesis) run the same examples every time: a
+# test that fails now and then is a defect, and a found failure must fail again on the
+# next run. No deadline: a loaded 2-core machine is slow, not wrong.
+hypothesis.settings.register_profile(
+    "postback", derandomize=True, deadline=None, database=None, print_blob=True
+)
+hypothesis.settings.load_profile("postback")
 _started = None
 _cluster: LocalCluster | None = None
 
