@@ -2,7 +2,7 @@
 
 Filling URL macros, building the GET URL or POST body, signing, the retry schedule and
 judging a response are plain functions over plain values; ``processors.forwarder`` and
-``processors.http_delivery`` do the I/O around them.
+``processors.forwarder.send`` do the I/O around them.
 
 Signature recipe (for partners)
 -------------------------------

@@ -15,6 +15,7 @@ import falcon
 import orjson
 
 from core.flags import is_true
+from core.payload import build_payload
 from core.postback import STATUSES
 from edge.admin_auth import (
     AdminResource,
@@ -25,7 +26,6 @@ from edge.admin_auth import (
     paging,
 )
 from edge.context import EdgeContext
-from processors.payload import build_payload
 from scripts import lag
 from storage import logs
 from storage.formats import OUTCOMES

@@ -7,7 +7,7 @@ own process, so it does not share the forwarder's GIL):
 * slow: the sink answers after ``--delay-ms`` (50).
 
 Jobs are preloaded onto the forward stream of a throwaway namespace, split evenly over
-``--partners`` partners; one :class:`processors.forwarder.Forwarder` then runs its
+``--partners`` partners; one :class:`processors.forwarder.worker.Forwarder` then runs its
 ``process_batch`` loop until every job is recorded (attempt logged, stats counted) or
 ``--time-limit`` passes. Each case prints deliveries/s. The namespace is deleted after.
 ``--cpu N`` pins the forwarder to CPU N as ``postback forwarder --cpu N`` does (the sink
@@ -30,8 +30,8 @@ import requests
 from core import delivery
 from core.config import Settings
 from core.entities import Partner
-from processors.forwarder import Forwarder
-from processors.forwarder_cli import cpu_number, pin_to_cpu
+from processors.forwarder.cli import cpu_number, pin_to_cpu
+from processors.forwarder.worker import Forwarder
 from scripts.bench_util import Row, in_threads
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups

@@ -23,7 +23,7 @@ import orjson
 
 from core.config import Settings
 from core.entities import Click, Offer, Partner
-from processors.matcher import Matcher
+from processors.matcher.step import Matcher
 from scripts.bench_util import Row
 from storage.keys import MATCHER_GROUP, Keys
 from storage.redis_client import connect, ensure_groups

@@ -21,8 +21,8 @@ from storage.repositories import NotFound
 
 COMMANDS = {
     "edge": ("edge.server", "serve the edge (HTTP) with waitress"),
-    "matcher": ("processors.matcher_cli", "run a matcher worker"),
-    "forwarder": ("processors.forwarder_cli", "run a forwarder worker"),
+    "matcher": ("processors.matcher.cli", "run a matcher worker"),
+    "forwarder": ("processors.forwarder.cli", "run a forwarder worker"),
     "dev": ("scripts.dev", "run edge, matcher and forwarder together on this machine"),
     "admin": ("scripts.admin", "manage sources, offers, partners, clicks, users, dead letters"),
     "lag": ("scripts.lag", "show stream lag, pending entries, retries and dead letters"),

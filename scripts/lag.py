@@ -169,7 +169,7 @@ def count_lag(
 def paused_partners(client: redis.Redis, keys: Keys) -> list[dict]:
     """Paused partners as the forwarder's partner health reports them (none if absent)."""
     try:
-        from processors.partner_health import paused_partners as read_paused
+        from storage.partner_health import paused_partners as read_paused
     except ImportError:
         return []
     return list(read_paused(client, keys))

@@ -209,7 +209,7 @@ def sink_fixture():
 @pytest.fixture(name="make_forwarder")
 def make_forwarder_fixture(settings, redis_client, store):
     """Build forwarders on the test's namespace; they are drained and closed afterwards."""
-    from processors.forwarder import Forwarder
+    from processors.forwarder.worker import Forwarder
 
     made = []
 

@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from core.entities import Click, Offer, Partner, Source
 from edge.app import create_app
 from processors.leases import holders
-from processors.matcher import GROUP, Matcher
+from processors.matcher.step import GROUP, Matcher
 from scripts import lag
 from scripts.cli import main as cli_main
 from storage.keys import Keys

@@ -12,7 +12,7 @@ import orjson
 from falcon import testing
 
 from edge.app import create_app
-from processors.matcher import Matcher
+from processors.matcher.step import Matcher
 from scripts.cli import main as postback
 
 TOKEN = "a-long-enough-admin-token"

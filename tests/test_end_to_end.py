@@ -11,7 +11,7 @@ from falcon import testing
 
 from core.entities import Offer, Partner, Source
 from edge.app import create_app
-from processors.matcher import Matcher
+from processors.matcher.step import Matcher
 from tests.sink import forwarded, make_forwarder_fixture, sink_fixture, until  # noqa: F401
 
 KEY = "abc123xyz-seed-source-key"

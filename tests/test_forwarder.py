@@ -214,7 +214,7 @@ def test_a_record_redis_refuses_does_not_hold_back_the_rest_of_its_batch(
     # One delivery_done call records a whole batch; Redis refusing one of its records
     # (here a time that is not a number) must cost only that record.
     from core.delivery import DELIVERED, Outcome
-    from processors.bookkeeping import Finished, Held, Recorder
+    from processors.forwarder.bookkeeping import Finished, Held, Recorder
     from storage.scripts import default_scripts
 
     for click in ("A", "B", "C"):
@@ -373,8 +373,8 @@ def test_the_command_refuses_a_cpu_it_may_not_use(capsys):
     reason="pinning needs Linux and two CPUs to tell",
 )
 def test_a_pinned_forwarder_delivers_from_that_cpu_only(store, redis_client, keys, settings, sink):
-    from processors.forwarder import Forwarder
-    from processors.forwarder_cli import pin_to_cpu
+    from processors.forwarder.cli import pin_to_cpu
+    from processors.forwarder.worker import Forwarder
 
     cpu = max(os.sched_getaffinity(0))
     made = []
@@ -420,7 +420,7 @@ def test_the_worker_rides_out_a_redis_restart(tmp_path, sink):
         ensure_groups(client, keys)
         store = Store(client, keys)
         add_partner(store, sink)
-        from processors.forwarder import Forwarder
+        from processors.forwarder.worker import Forwarder
 
         forwarder = Forwarder(settings, consumer="fw-restart")
         runner = threading.Thread(target=forwarder.run)

@@ -8,8 +8,8 @@ import time
 import orjson
 
 from core.entities import Partner
-from processors import partner_health
-from processors.partner_health import paused_partners
+from storage import partner_health
+from storage.partner_health import paused_partners
 from tests.sink import (  # noqa: F401 - fixtures
     Reply,
     enqueue_job,
@@ -210,7 +210,7 @@ def test_a_job_written_while_deliveries_are_in_flight_is_taken_at_once(
     store, redis_client, keys, sink, make_forwarder, monkeypatch
 ):
     # Results of a busy step may gather for a long while; a new job must not wait for it.
-    monkeypatch.setattr("processors.forwarder.BATCH_WAIT_S", 30.0)
+    monkeypatch.setattr("processors.forwarder.worker.BATCH_WAIT_S", 30.0)
     add_partner(store, sink, "slow")
     add_partner(store, sink, "fast")
     sink.respond("/slow", Reply(200, delay=4))

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from core.entities import Offer
-from processors.matcher import Matcher
-from processors.matcher_plan import SEGMENT_LENGTH, decode_entries
+from processors.matcher.plan import SEGMENT_LENGTH, decode_entries
+from processors.matcher.step import Matcher
 from storage.scripts import LUA_DIR
 from tests.test_matcher import SOURCE, add_click, add_partner, post
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.conversions import conversion_id
 from core.entities import Click, Offer, Partner
-from processors.matcher import GROUP, Matcher
+from processors.matcher.step import GROUP, Matcher
 from storage.keys import Keys
 from storage.repositories import Store, now_ms
 

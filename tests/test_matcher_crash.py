@@ -10,7 +10,7 @@ import pytest
 
 from core.entities import Click, Offer
 from core.payouts import PayoutRule
-from processors.matcher import GROUP
+from processors.matcher.step import GROUP
 from tests.test_matcher import SOURCE, add_partner
 from tests.test_matcher_worker import Worker, wait_for
 

@@ -9,8 +9,8 @@ import pytest
 
 from core.entities import Offer
 from core.money import format_cents
-from processors.holds import release_due
-from processors.matcher import Matcher
+from processors.matcher.holds import release_due
+from processors.matcher.step import Matcher
 from tests.test_matcher import SOURCE, add_click, add_partner, conversions, drain, jobs, post
 
 HOLD_S = 3600

@@ -33,7 +33,7 @@ def seeded(store):
 
 @pytest.fixture
 def matcher(redis_client, settings):
-    from processors.matcher import Matcher
+    from processors.matcher.step import Matcher
 
     return Matcher(redis_client, settings, consumer="seeds")
 

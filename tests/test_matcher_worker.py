@@ -18,7 +18,7 @@ import redis
 
 from core.config import Settings
 from core.entities import Offer
-from processors.matcher import GROUP, Matcher
+from processors.matcher.step import GROUP, Matcher
 from scripts.embedded_redis import find_redis_server, free_port, start_redis_server
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
@@ -342,7 +342,7 @@ def test_replies_lost_with_the_connection_are_recovered_by_rereading_own_pending
 def test_batch_refused_by_redis_stays_pending_without_counting_as_poison(
     offer_and_partner, redis_client, settings, keys
 ):
-    from processors.matcher import RedisRefused
+    from processors.matcher.step import RedisRefused
 
     add_click(offer_and_partner, "CLK-OOM")
     post(redis_client, keys, click_id="CLK-OOM", payout="5.00")

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from processors.partner_health import paused_partners
+from storage.partner_health import paused_partners
 from tests.faults.harness import Load, Network, add_catalogue, deliveries, undelivered, worker_env
 from tests.procs import free_port
 from tests.sink import sink_fixture, until  # noqa: F401 - fixtures

@@ -21,7 +21,7 @@ import os
 import signal
 
 from core.config import Settings
-from processors.forwarder import Forwarder, default_consumer_name
+from processors.forwarder.worker import Forwarder, default_consumer_name
 from storage.redis_client import ensure_groups, worker_connection
 
 log = logging.getLogger("postback.forwarder")

@@ -20,9 +20,9 @@ import orjson
 from core.conversions import conversion_id as make_conversion_id
 from core.entities import SUB_IDS
 from core.money import format_cents
+from core.payload import PartnerDirectory, build_payload
 from core.payouts import OfferPayouts, upstream_cents
 from core.transitions import CONVERSION_STATUSES, FLAG_BITS, SPECS, effects, refuse_new
-from processors.payload import PartnerDirectory, build_payload
 from storage.keys import MATCHER_GROUP as GROUP
 from storage.keys import Keys
 from storage.repositories import Store

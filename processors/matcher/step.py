@@ -3,9 +3,9 @@
 A batch is an XREADGROUP, one pipelined round trip of reads (the clicks, the config
 version) and one pipelined round trip of ``match.lua`` calls, each applying a chunk of
 ``CHUNK`` postbacks, every one atomically, and acking them. Planning (matching,
-payouts, transitions, payloads: ``processors.matcher_plan``) happens in Python between
+payouts, transitions, payloads: ``processors.matcher.plan``) happens in Python between
 the two; the script only picks the effect that fits the conversion's current status,
-and writes. The worker loop (``processors.matcher_worker``) keeps a batch running in
+and writes. The worker loop (``processors.matcher.worker``) keeps a batch running in
 Redis while it plans the next (``overlap``); tests call one step at a time:
 
     >>> matcher = Matcher(client, settings)
@@ -30,9 +30,9 @@ import orjson
 import redis
 
 from core.config import Settings
-from processors.holds import release_due
 from processors.leases import orphans
-from processors.matcher_plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
+from processors.matcher.holds import release_due
+from processors.matcher.plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
 from storage.keys import MATCHER_GROUP, Keys
 from storage.repositories import Store
 from storage.scripts import Scripts, default_scripts
@@ -182,7 +182,7 @@ class Matcher:
                 return handled
 
     def release_holds(self, partitions) -> int:
-        """Credit the held points of ``partitions`` whose hold has ended (processors.holds)."""
+        """Credit the held points of ``partitions`` whose hold has ended (processors.matcher.holds)."""
         return release_due(
             self.r, self.scripts, self.keys, partitions, now_ms=int(time.time() * 1000)
         )

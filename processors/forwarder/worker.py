@@ -12,7 +12,7 @@ Each :meth:`Forwarder.process_batch` step
    config version and, only while there is room, reads jobs (its own pending ones first);
 4. sorts the jobs: an inactive partner's are logged as failed, a paused partner's wait
    in the retry set for its next probe (one probe goes out), the rest go to the
-   :class:`~processors.slots.Slots`. Delivery threads take their next job from there
+   :class:`~processors.forwarder.slots.Slots`. Delivery threads take their next job from there
    themselves the moment they finish one, partners taking turns, at most
    ``partner_max_inflight`` of a partner at once, so a slow partner cannot take every
    thread nor stand in front of another's jobs, and a busy fast partner's slots are
@@ -28,10 +28,10 @@ Delivery is at least once: a process killed between a partner's 2xx and the book
 leaves the job pending, and another forwarder delivers it again after ``claim_idle_ms``.
 Partners can de-duplicate on ``conversion_id`` + ``status``.
 
-The parts: ``processors.forward_reader`` (reading and claiming jobs),
-``processors.slots`` (per-partner concurrency), ``processors.http_delivery`` (one HTTP
-attempt), ``processors.bookkeeping`` (what recording an attempt writes) and
-``processors.partner_health`` (pause, probe, resume).
+The parts: ``processors.forwarder.reader`` (reading and claiming jobs),
+``processors.forwarder.slots`` (per-partner concurrency), ``processors.forwarder.send`` (one HTTP
+attempt), ``processors.forwarder.bookkeeping`` (what recording an attempt writes) and
+``storage.partner_health`` (pause, probe, resume).
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ from core import delivery
 from core.config import Settings
 from core.delivery import Outcome
 from core.entities import Partner
-from processors import partner_health
-from processors.bookkeeping import Finished, Held, Recorder
-from processors.forward_reader import ForwardReader
-from processors.http_delivery import AddressGuard, attempt, make_session
+from processors.forwarder.bookkeeping import Finished, Held, Recorder
+from processors.forwarder.reader import ForwardReader
+from processors.forwarder.send import AddressGuard, attempt, make_session
+from processors.forwarder.slots import Results, Slots
 from processors.leases import Leases
-from processors.slots import Results, Slots
+from storage import partner_health
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
 from storage.scripts import Scripts, default_scripts

@@ -13,8 +13,8 @@ import argparse
 import logging
 
 from core.config import Settings
-from processors.matcher import default_consumer
-from processors.matcher_worker import MatcherWorker
+from processors.matcher.step import default_consumer
+from processors.matcher.worker import MatcherWorker
 from storage.redis_client import worker_connection
 
 

@@ -1,4 +1,4 @@
-"""The matcher process: a thin loop around :class:`processors.matcher.Matcher`.
+"""The matcher process: a thin loop around :class:`processors.matcher.step.Matcher`.
 
 >>> MatcherWorker(settings).run()  # claims, blocking reads, signals, backoff; returns 0
 """
@@ -12,9 +12,9 @@ import time
 import redis
 
 from core.config import Settings
-from processors.holds import HOLD_CHECK_S
 from processors.leases import Leases, live_members
-from processors.matcher import GROUP, Matcher, default_consumer
+from processors.matcher.holds import HOLD_CHECK_S
+from processors.matcher.step import GROUP, Matcher, default_consumer
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, is_cluster, worker_connection
 
@@ -28,7 +28,7 @@ class MatcherWorker:
     them among the live matchers, rebalanced every third of ``lease_ms``; a partition
     taken over has its pending entries claimed at once). Claims stale entries every
     ``claim_idle_ms / 2``, credits held points that came due every ``HOLD_CHECK_S``
-    (``processors.holds``) on its partitions, reads each of them without blocking and
+    (``processors.matcher.holds``) on its partitions, reads each of them without blocking and
     blocks (``block_ms``) only when a whole round found nothing; on a clean stop it
     gives its leases back. SIGTERM
     and SIGINT let the batch in hand finish (it is acked by its scripts), then ``run``

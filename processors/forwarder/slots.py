@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 
 from core import delivery
 from core.entities import Partner
-from processors.bookkeeping import Finished, Held
+from processors.forwarder.bookkeeping import Finished, Held
 
 
 class Slots:

@@ -19,7 +19,7 @@ import redis
 
 from core import delivery
 from core.config import Settings
-from processors.bookkeeping import Held
+from processors.forwarder.bookkeeping import Held
 from processors.leases import Leases, live_members, orphans
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import is_cluster
