@@ -26,8 +26,7 @@ from edge.admin_auth import (
     paging,
 )
 from edge.context import EdgeContext
-from scripts import lag
-from storage import logs
+from storage import logs, monitoring
 from storage.formats import OUTCOMES
 
 #: Most log entries one page request reads (to count the total); past it the answer
@@ -120,7 +119,7 @@ def health_reasons(report: dict, active_partners: int, deliveries: dict) -> list
             reasons.append(f"{g['stream']}/{g['group']} is {g['lag']} entries behind")
         if g["pending"] and g["oldest_pending_s"] > DEGRADED_PENDING_AGE_S:
             reasons.append(
-                f"{g['stream']}/{g['group']} has entries pending for {lag.duration(g['oldest_pending_s'])}"
+                f"{g['stream']}/{g['group']} has entries pending for {monitoring.duration(g['oldest_pending_s'])}"
             )
     count, failed = deliveries["count"], deliveries.get("failed", 0)
     if count >= 10 and failed / count > DEGRADED_FAILURE_SHARE:
@@ -136,7 +135,7 @@ def _failed(entry) -> bool:
 class DistributionStatus(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         r, keys = self.ctx.redis, self.ctx.keys
-        report = lag.collect(r, keys)
+        report = monitoring.collect(r, keys)
         partners = self.ctx.store.list_partners()
         active = sum(1 for p in partners if p.active)
         window = logs.Window.last_hours(RECENT_HOURS)

@@ -22,8 +22,7 @@ import falcon
 from edge.admin import conversion_view
 from edge.admin_auth import AdminResource, authorize, check_entry_id
 from edge.context import EdgeContext
-from scripts import lag
-from storage import lag_history, logs
+from storage import lag_history, logs, monitoring
 from storage.repositories import NotFound
 
 MAX_SCAN = 200_000
@@ -88,7 +87,7 @@ class Lag(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         now_ms = int(time.time() * 1000)
         r, keys = self.ctx.redis, self.ctx.keys
-        report = lag.collect(r, keys, now_ms)
+        report = monitoring.collect(r, keys, now_ms)
         lag_history.record(r, keys, report, now_ms)
         resp.media = {
             **report,

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from scripts import lag
+from storage import monitoring
 from storage.formats import LATENCY_BUCKETS_MS, OUTCOMES
 from storage.redis_client import UNAVAILABLE
 
@@ -152,7 +152,7 @@ class RelayCollector:
             for n in keys.all_partitions():
                 pipe.hgetall(keys.stats(n))
             stats = sum_stats(pipe.execute())
-            report = lag.collect(r, keys)
+            report = monitoring.collect(r, keys)
         except (*UNAVAILABLE, redis.RedisError) as exc:
             log.warning("/metrics: Redis unavailable: %s", exc)
             up.add_metric([], 0)
