@@ -21,7 +21,8 @@ import os
 import signal
 
 from core.config import Settings
-from processors.forwarder.worker import Forwarder, default_consumer_name
+from processors.consumer import default_consumer
+from processors.forwarder.worker import Forwarder
 from storage.redis_client import ensure_groups, worker_connection
 
 log = logging.getLogger("postback.forwarder")
@@ -92,7 +93,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     forwarder = Forwarder(
         settings,
         client,
-        consumer=args.consumer or default_consumer_name(),
+        consumer=args.consumer or default_consumer(),
         concurrency=args.concurrency,
     )
     ensure_groups(client, forwarder.keys)

@@ -37,9 +37,7 @@ attempt), ``processors.forwarder.bookkeeping`` (what recording an attempt writes
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -52,6 +50,7 @@ from core import delivery
 from core.config import Settings
 from core.delivery import Outcome
 from core.entities import Partner
+from processors.consumer import default_consumer
 from processors.forwarder.bookkeeping import Finished, Held, Recorder
 from processors.forwarder.reader import ForwardReader
 from processors.forwarder.send import AddressGuard, attempt, make_session
@@ -76,10 +75,6 @@ LOCAL_WAIT_S = 1.0
 HEALTH_TTL_S = 1.0
 
 
-def default_consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 class Forwarder:
     """One forwarder process: a Redis-facing main thread and ``concurrency`` delivery threads."""
 
@@ -98,7 +93,7 @@ class Forwarder:
         self.r = client or worker_connection(settings)
         self.keys = Keys(settings.namespace, settings.partitions)
         self.scripts = scripts or default_scripts()
-        self.consumer = consumer or default_consumer_name()
+        self.consumer = consumer or default_consumer()
         self.concurrency = concurrency or settings.forward_concurrency
         self.capacity = self.concurrency * 2  # in flight + waiting locally
         self.session = session or make_session(self.concurrency)

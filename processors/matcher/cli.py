@@ -13,7 +13,7 @@ import argparse
 import logging
 
 from core.config import Settings
-from processors.matcher.step import default_consumer
+from processors.consumer import default_consumer
 from processors.matcher.worker import MatcherWorker
 from storage.redis_client import worker_connection
 

@@ -21,8 +21,6 @@ letters (``dead_letter.lua``) instead of blocking the group.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections import Counter, deque
 
@@ -30,6 +28,7 @@ import orjson
 import redis
 
 from core.config import Settings
+from processors.consumer import default_consumer
 from processors.leases import orphans
 from processors.matcher.holds import release_due
 from processors.matcher.plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
@@ -65,10 +64,6 @@ def _raise_transient(results: list) -> None:
     for result in results:
         if isinstance(result, Exception) and _transient(result):
             raise RedisRefused(str(result))
-
-
-def default_consumer() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Matcher:

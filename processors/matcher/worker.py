@@ -12,9 +12,10 @@ import time
 import redis
 
 from core.config import Settings
+from processors.consumer import default_consumer
 from processors.leases import Leases, live_members
 from processors.matcher.holds import HOLD_CHECK_S
-from processors.matcher.step import GROUP, Matcher, default_consumer
+from processors.matcher.step import GROUP, Matcher
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups, is_cluster, worker_connection
 
