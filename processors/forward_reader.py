@@ -22,6 +22,7 @@ from core.config import Settings
 from processors.bookkeeping import Held
 from processors.leases import Leases, live_members, orphans
 from storage.keys import FORWARDER_GROUP, Keys
+from storage.redis_client import is_cluster
 from storage.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,14 @@ class ForwardReader:
             and not any(got.values())
             and all(self._own_cursor.get(n) == ">" for n in reading)
         ):
-            n = reading[self._turn % len(reading)]
-            self._turn += 1
-            block = max(block_ms // len(reading), 10)
-            reply = self.r.execute_command(*self._read_command(n, ">", room, block=block))
-            got[n] = _entries(reply)
+            if is_cluster(self.r):  # one slot per read: each partition in turn
+                n = reading[self._turn % len(reading)]
+                self._turn += 1
+                block = max(block_ms // len(reading), 10)
+                reply = self.r.execute_command(*self._read_command(n, ">", room, block=block))
+                got[n] = _entries(reply)
+            else:  # a job written to any partition ends the wait at once
+                got.update(self._read_all(reading, per_partition, block_ms))
         held = []
         for n, entries in got.items():
             held.extend(self._hold(n, entries))
@@ -114,6 +118,20 @@ class ForwardReader:
         if self.leases is None:
             return list(self.keys.all_partitions())
         return sorted(self.leases.held)
+
+    def _read_all(self, partitions: list[int], count: int, block_ms: int) -> dict[int, list]:
+        """One blocking XREADGROUP of new jobs over every partition's stream (single Redis)."""
+        by_stream = {self.keys.forward_stream(n): n for n in partitions}
+        reply = self.r.xreadgroup(
+            FORWARDER_GROUP,
+            self.consumer,
+            dict.fromkeys(by_stream, ">"),
+            count=count,
+            block=block_ms,
+        )
+        if isinstance(reply, dict):  # RESP3
+            return {by_stream[stream]: entries[0] for stream, entries in reply.items()}
+        return {by_stream[stream]: entries for stream, entries in reply or []}
 
     def _read_command(self, n: int, cursor: str, count: int, block: int | None = None) -> tuple:
         head = ("XREADGROUP", "GROUP", FORWARDER_GROUP, self.consumer, "COUNT", count)

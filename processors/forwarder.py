@@ -94,6 +94,7 @@ class Forwarder:
         scripts: Scripts | None = None,
     ) -> None:
         self.settings = settings
+        self._own_client = client is None
         self.r = client or worker_connection(settings)
         self.keys = Keys(settings.namespace, settings.partitions)
         self.scripts = scripts or default_scripts()
@@ -139,19 +140,26 @@ class Forwarder:
     def process_batch(self, block: bool = True) -> int:
         """One step: record finished attempts, claim, move due retries, read, dispatch.
 
-        Returns how many attempts (and deferrals) were recorded in this step. Blocks on
-        the stream (``settings.block_ms``) only when this process holds no job at all;
-        otherwise ends by waiting up to ``BATCH_WAIT_S`` for deliveries to finish.
+        Returns how many attempts (and deferrals) were recorded in this step. With no job
+        held it blocks on the stream (``settings.block_ms``). With jobs in flight it lets
+        their results gather for up to ``BATCH_WAIT_S`` (fewer, larger bookkeeping round
+        trips) while blocking on the stream, so that a job written meanwhile is read and
+        dispatched at once; a step with no room, or with enough results in, blocks not.
         """
         recorded = self._record()
         entries = self._reader.claim(self.capacity)
-        idle = not (self._held or recorded or entries)
-        entries += self._poll(block_ms=self.settings.block_ms if block and idle else None)
+        want = max(1, self.concurrency // 2)
+        wait_ms = None
+        if block and not entries:
+            if not (self._held or recorded):
+                wait_ms = self.settings.block_ms
+            elif self.room() > 0 and self._results.waiting() < want:
+                wait_ms = max(1, min(int(BATCH_WAIT_S * 1000), self.settings.block_ms))
+        entries += self._poll(block_ms=wait_ms)
         self._dispatch(entries)
-        if self._held:
-            # Let results gather: fewer, larger bookkeeping round trips per delivery. The
-            # delivery threads meanwhile take jobs already waiting in the slots.
-            self._wait_for_results(max(1, self.concurrency // 2), BATCH_WAIT_S)
+        if self._held and wait_ms is None:
+            # The delivery threads meanwhile take jobs already waiting in the slots.
+            self._wait_for_results(want, BATCH_WAIT_S)
         return recorded
 
     def room(self) -> int:
@@ -480,6 +488,8 @@ class Forwarder:
         """Stop the delivery threads (after their current delivery) and the HTTP pool."""
         self._slots.close(len(self._threads))
         self.session.close()
+        if self._own_client:  # a client made here is closed here, its sockets with it
+            self.r.close()
 
     # -- helpers -----------------------------------------------------------------------
     @staticmethod

@@ -130,6 +130,23 @@ class Matcher:
             self._cursor[partition] = entries[-1][0]
         return self.handle(partition, entries)
 
+    def process_any(self, partitions: list[int], *, block_ms: int) -> int:
+        """Wait up to ``block_ms`` for new entries on any of ``partitions`` and apply them.
+
+        One XREADGROUP over all their streams, so an entry written to any of them is read
+        at once. A single Redis only: the streams lie in different hash slots. Call it
+        once their own pending entries are done (``process_batch`` found nothing).
+        """
+        by_stream = {self.keys.input_stream(n): n for n in partitions}
+        reply = self.r.xreadgroup(
+            GROUP,
+            self.consumer,
+            dict.fromkeys(by_stream, ">"),
+            count=self.settings.matcher_batch,
+            block=block_ms,
+        )
+        return sum(self.handle(by_stream[stream], entries) for stream, entries in reply or [])
+
     def take_over(self, partition: int, live: set[str]) -> int:
         """A partition whose lease this matcher just took: the entries pending there for
         consumers no longer ``live`` (a dead holder's) are claimed and applied now; own

@@ -16,7 +16,7 @@ from processors.holds import HOLD_CHECK_S
 from processors.leases import Leases, live_members
 from processors.matcher import GROUP, Matcher, default_consumer
 from storage.keys import Keys
-from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
+from storage.redis_client import UNAVAILABLE, ensure_groups, is_cluster, worker_connection
 
 log = logging.getLogger("postback.matcher")
 
@@ -111,8 +111,12 @@ class MatcherWorker:
                     handled += matcher.process_batch(n)
                 if not handled and not self.stopping:
                     matcher.flush()
-                    matcher.process_batch(partitions[turn % len(partitions)], block_ms=block_ms)
-                    turn += 1
+                    if is_cluster(matcher.r):  # one slot per read: each partition in turn
+                        n = partitions[turn % len(partitions)]
+                        matcher.process_batch(n, block_ms=block_ms)
+                        turn += 1
+                    else:  # a postback written to any partition ends the wait at once
+                        matcher.process_any(partitions, block_ms=self.settings.block_ms)
                 if self.stopping:
                     matcher.flush()
                 if backoff > 0.1:

@@ -169,6 +169,10 @@ class Results:
         if self._want and self._queue.qsize() >= self._want:
             self._enough.set()
 
+    def waiting(self) -> int:
+        """Results put and not taken yet."""
+        return self._queue.qsize()
+
     def take_all(self) -> list[Finished]:
         taken = []
         while True:

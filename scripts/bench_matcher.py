@@ -173,7 +173,7 @@ def _time_yardstick(client, settings: Settings, keys: Keys) -> tuple[int, float]
 
 def matcher_row(base: Settings, *, postbacks: int) -> Row:
     """The matcher draining ``postbacks`` ÷ the minimal loop draining the same preload."""
-    rates = {}
+    rates, costs = {}, []
     for who in ("matcher", "yardstick"):
         settings = base.with_overrides(namespace="bench" + uuid.uuid4().hex[:10], partitions=1)
         keys = Keys(settings.namespace, settings.partitions)
@@ -181,11 +181,17 @@ def matcher_row(base: Settings, *, postbacks: int) -> Row:
         try:
             ensure_groups(client, keys)
             preload(client, keys, postbacks)
+            redis_cpu, python_cpu = _redis_cpu(client), time.process_time()
             if who == "matcher":
                 handled, seconds = _time_matcher(client, settings)
             else:
                 handled, seconds = _time_yardstick(client, settings, keys)
             rates[who] = handled / seconds
+            redis_cpu, python_cpu = _redis_cpu(client) - redis_cpu, time.process_time() - python_cpu
+            costs.append(
+                f"{who} {python_cpu / handled * 1e6:.0f} us Python + "
+                f"{redis_cpu / handled * 1e6:.0f} us Redis CPU per postback"
+            )
         finally:
             _delete_namespace(client, settings.namespace)
             client.close()
@@ -196,4 +202,10 @@ def matcher_row(base: Settings, *, postbacks: int) -> Row:
         rates["yardstick"],
         "XREADGROUP 500 + a pipelined EVALSHA per entry",
         0.8,
+        notes=[*costs, "Redis CPU counts every client of a shared Redis"],
     )
+
+
+def _redis_cpu(client) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import orjson
@@ -203,3 +204,25 @@ def test_jobs_of_a_partner_paused_elsewhere_wait_for_its_probe(
     waiting = retry_jobs(redis_client, keys)
     assert [job["attempt"] for job, _ in waiting] == [1, 1, 1]
     assert all(due >= now_ms + 60_000 for _, due in waiting)
+
+
+def test_a_job_written_while_deliveries_are_in_flight_is_taken_at_once(
+    store, redis_client, keys, sink, make_forwarder, monkeypatch
+):
+    # Results of a busy step may gather for a long while; a new job must not wait for it.
+    monkeypatch.setattr("processors.forwarder.BATCH_WAIT_S", 30.0)
+    add_partner(store, sink, "slow")
+    add_partner(store, sink, "fast")
+    sink.respond("/slow", Reply(200, delay=4))
+    enqueue_job(redis_client, keys, "slow")
+    forwarder = make_forwarder()
+    until(lambda: sink.received("/slow"), step=forwarder.process_batch)  # now in flight
+
+    step = threading.Thread(target=forwarder.process_batch)
+    step.start()
+    enqueue_job(redis_client, keys, "fast")
+    step.join(10)
+    assert not step.is_alive(), "the step waited out its timer instead of taking the job"
+    until(lambda: sink.received("/fast"), timeout=5)
+    assert not sink.received("/slow")[0].done
+    until(lambda: len(forwarded(redis_client, keys)) == 2, step=forwarder.process_batch)

@@ -57,8 +57,8 @@ class Worker:
             POSTBACK_PARTITIONS=str(settings.partitions),
             POSTBACK_LEASE_MS=str(settings.lease_ms),
             POSTBACK_BLOCK_MS="100",
-            **env,
         )
+        environ.update(env)
         self.log_path = log_path
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
@@ -366,3 +366,25 @@ def test_batch_refused_by_redis_stays_pending_without_counting_as_poison(
     matcher.restart()
     drain(matcher)
     assert points(offer_and_partner) == "4.00" and pending_of(redis_client, keys) == 0
+
+
+def test_an_idle_worker_takes_a_postback_on_any_partition_at_once(settings, tmp_path):
+    # A long wait on a single Redis: it must end as soon as any partition gets an entry.
+    settings = settings.with_overrides(partitions=4)
+    keys = Keys(settings.namespace, settings.partitions)
+    client = connect(settings)
+
+    def post_to(n: int, click_id: str) -> None:
+        params = {"status": "approved", "click_id": click_id, "custom": {}}
+        fields = {"source": SOURCE, "method": "GET", "ip": "198.51.100.7"}
+        client.xadd(keys.input_stream(n), {**fields, "params": orjson.dumps(params).decode()})
+
+    worker = Worker(settings, tmp_path / "matcher.log", POSTBACK_BLOCK_MS="30000")
+    try:
+        post_to(0, "NOPE-ready")
+        wait_for(lambda: client.xlen(keys.received_log(0)), what="the worker serving")
+        post_to(3, "NOPE-later")
+        wait_for(lambda: client.xlen(keys.received_log(3)), timeout=5.0, what="partition 3")
+    finally:  # (SIGTERM would wait for the 30 s read to end)
+        worker.kill()
+        client.close()
