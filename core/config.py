@@ -7,9 +7,12 @@ message is one line naming the variable; the ``postback`` command prints it and 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+
+from core.networks import parse_networks
 
 DEFAULT_RETRY_SCHEDULE = (30, 120, 600, 1800, 3600, 10800, 21600, 43200)
 
@@ -62,7 +65,7 @@ class Settings:
             try:
                 values[attr] = parse(raw.strip())
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+                raise ConfigError(f"{name}={raw.strip()!r}: {exc}") from None
         return cls(**values)
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -73,15 +76,23 @@ class Settings:
         return int(self.log_retention_days * 86400 * 1000)
 
 
+def _whole(raw: str, expected: str) -> int:
+    """``raw`` as an int, else a ValueError saying what was expected (not Python's words)."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"must be {expected}") from None
+
+
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    value = _whole(raw, "a positive whole number")
     if value <= 0:
         raise ValueError("must be a positive whole number")
     return value
 
 
 def _port(raw: str) -> int:
-    value = int(raw)
+    value = _whole(raw, "a port number from 1 to 65535")
     if not 0 < value < 65536:
         raise ValueError("must be a port number from 1 to 65535")
     return value
@@ -108,9 +119,12 @@ def usable_cpus() -> int:
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a positive number")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a positive number, e.g. 2.5") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a positive number, e.g. 2.5")
     return value
 
 
@@ -126,13 +140,9 @@ def _schedule(raw: str) -> tuple[int, ...]:
 
 def _networks(raw: str) -> tuple:
     try:
-        return tuple(
-            ipaddress.ip_network(part.strip(), strict=False)
-            for part in raw.split(",")
-            if part.strip()
-        )
+        return parse_networks(part for part in raw.split(",") if part.strip())
     except ValueError as exc:
-        raise ValueError(f"not an IP address or CIDR: {exc}") from None
+        raise ValueError(f"must be comma-separated IP addresses or CIDRs: {exc}") from None
 
 
 def _redis_url(raw: str) -> str:

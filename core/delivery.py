@@ -38,7 +38,6 @@ import requests
 from requests.utils import requote_uri
 
 from core.dialects import PartnerDialect
-from storage.formats import LATENCY_BUCKETS_MS
 
 MACROS = (
     "click_id",
@@ -119,13 +118,6 @@ class DeliveryRequest:
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
-
-    @property
-    def signed_part(self) -> bytes:
-        """The bytes the signature covers: the POST body, or the GET query string."""
-        if self.method == "POST":
-            return self.body or b""
-        return urlsplit(self.url).query.encode()
 
 
 def _split_url(url: str) -> tuple[str, str, frozenset[str]]:
@@ -429,12 +421,3 @@ def final_result(outcome: Outcome, attempt: int, schedule: Sequence[float]) -> s
     if outcome.result == RETRY and attempt >= max_attempts(schedule):
         return DEAD_LETTERED
     return outcome.result
-
-
-def latency_buckets(response_ms: int) -> list[int]:
-    """The cumulative (Prometheus ``le``) buckets an attempt of ``response_ms`` counts in.
-
-    >>> latency_buckets(30)
-    [50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
-    """
-    return [le for le in LATENCY_BUCKETS_MS if response_ms <= le]

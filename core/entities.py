@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from core.flags import is_true
 from core.money import AmountError, format_cents, parse_amount, parse_percent, to_cents
+from core.networks import parse_networks
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
@@ -49,13 +51,10 @@ def check_currency(value: object, field_name: str = "currency") -> str:
 
 
 def check_networks(values: list[str] | tuple[str, ...]) -> list[str]:
-    networks = []
-    for value in values:
-        try:
-            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
-        except ValueError:
-            raise ValidationError("allow_ip", f"{value!r} is not an IP address or CIDR") from None
-    return networks
+    try:
+        return [str(network) for network in parse_networks(values)]
+    except ValueError as exc:
+        raise ValidationError("allow_ip", str(exc)) from None
 
 
 def check_http_url(field_name: str, value: object) -> str:
@@ -207,10 +206,6 @@ def _without_secret(record) -> dict:
     return out
 
 
-def _flag(value: object) -> bool:
-    return str(value).lower() in ("1", "true", "yes")
-
-
 def _dialect(kind: str, params: object, status_map: object):
     """A validated source or partner dialect (``core.dialects`` builds on this module)."""
     from core.dialects import PartnerDialect, SourceDialect
@@ -284,7 +279,7 @@ class Source:
         return cls(
             key=data["key"],
             name=data.get("name", ""),
-            active=_flag(data.get("active", "0")),
+            active=is_true(data.get("active", "0")),
             allow=[a for a in data.get("allow", "").split(",") if a],
             secret=data.get("secret", ""),
             created=int(data.get("created") or 0),
@@ -396,7 +391,7 @@ class Offer:
             currency=data.get("currency", "USD"),
             url=data.get("url", ""),
             window_days=int(data.get("window_days") or 30),
-            active=_flag(data.get("active", "0")),
+            active=is_true(data.get("active", "0")),
             created=int(data.get("created") or 0),
             goals=orjson.loads(data["goals"]) if data.get("goals") else {},
             hold_s=int(data.get("hold_s") or 0),
@@ -505,8 +500,8 @@ class Partner:
             method=data.get("method", "GET"),
             scope=data.get("scope", "own"),
             secret=data.get("secret", ""),
-            active=_flag(data.get("active", "0")),
-            allow_private=_flag(data.get("allow_private", "0")),
+            active=is_true(data.get("active", "0")),
+            allow_private=is_true(data.get("allow_private", "0")),
             created=int(data.get("created") or 0),
             **_dialect_fields(data.get("dialect")),
         )

@@ -53,10 +53,6 @@ def to_cents(amount: Decimal) -> int:
     return int(amount.quantize(CENT, rounding=ROUND_HALF_UP) * 100)
 
 
-def from_cents(cents: int) -> Decimal:
-    return (Decimal(int(cents)) / 100).quantize(CENT)
-
-
 def format_cents(cents: int) -> str:
     """Cents as a string with two decimals: 280 → '2.80', -400 → '-4.00'."""
     cents = int(cents)
@@ -76,9 +72,3 @@ def parse_percent(raw: object) -> Decimal:
     if value != value.quantize(Decimal("0.0001")):
         raise AmountError("at most 4 decimals")
     return Decimal(format(value.normalize(), "f"))  # "80.00" → 80, never "8E+1"
-
-
-def revshare_cents(upstream_cents: int, percent: Decimal) -> int:
-    """``upstream × percent / 100``, half-up to the cent: (350, 80) → 280, (1, 33) → 0."""
-    exact = Decimal(int(upstream_cents)) * percent / 100
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))

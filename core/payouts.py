@@ -12,7 +12,8 @@ amount whatever the upstream pays. Points are 1:1 with the partner payout in cen
 The matcher applies a rule to every postback, so the arithmetic is integer-only: the
 percentage (at most 4 decimals, see ``core.money.parse_percent``) is held as an integer
 number of 1/10,000ths of a percent, and the half-up rounding is done on integers. The
-result equals ``core.money.revshare_cents`` exactly (the unit tests check it).
+result equals the Decimal computation ``upstream × percent / 100`` rounded half-up
+exactly (``tests/test_payouts.py`` checks it on random values).
 """
 
 from __future__ import annotations

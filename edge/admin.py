@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 import falcon
 import orjson
 
+from core.flags import is_true
+from core.postback import STATUSES
 from edge.admin_auth import (
     AdminResource,
     authorize,
@@ -31,7 +33,6 @@ from storage.formats import OUTCOMES
 #: Most log entries one page request reads (to count the total); past it the answer
 #: says ``"truncated": true`` and counts only the newest entries of the window.
 MAX_SCAN = 200_000
-POSTBACK_STATUSES = ("approved", "pending", "rejected", "test")
 #: The diagnostic endpoint looks at the last hour, reading at most this many entries.
 RECENT_HOURS = 1
 RECENT_CAP = 10_000
@@ -48,7 +49,7 @@ class ReceivedPostbacks(AdminResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         window = logs.Window.last_hours(hours_param(req))
         page, per_page = paging(req)
-        status = choice_param(req, "status", POSTBACK_STATUSES)
+        status = choice_param(req, "status", STATUSES)
         outcome = choice_param(req, "outcome", OUTCOMES)
         r, keys = self.ctx.redis, self.ctx.keys
         names = logs.source_names(r, keys)
@@ -128,7 +129,7 @@ def health_reasons(report: dict, active_partners: int, deliveries: dict) -> list
 
 
 def _failed(entry) -> bool:
-    return entry[1].get("success") not in ("1", "true")
+    return not is_true(entry[1].get("success"))
 
 
 @falcon.before(authorize)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import falcon
 
 from core.entities import ValidationError
+from core.flags import parse_flag
 from edge import throttle
 from edge.context import EdgeContext
 from edge.postbacks import caller_ip
@@ -82,11 +83,10 @@ def bool_param(req: falcon.Request, name: str) -> bool | None:
     raw = (req.get_param(name) or "").strip().lower()
     if raw == "":
         return None
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no"):
-        return False
-    raise ValidationError(name, "must be true or false")
+    try:
+        return parse_flag(raw)
+    except ValueError as exc:
+        raise ValidationError(name, str(exc)) from None
 
 
 def choice_param(req: falcon.Request, name: str, choices: Iterable[str]) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -13,24 +12,36 @@ import redis
 
 from core.config import Settings
 from core.entities import ValidationError
+from edge import (
+    admin,
+    admin_config,
+    admin_deadletters,
+    admin_page,
+    admin_story,
+    clicks,
+    health,
+    metrics,
+    openapi,
+    postbacks,
+)
 from edge.context import EdgeContext
 from storage.redis_client import UNAVAILABLE
 from storage.repositories import NotFound
 
 log = logging.getLogger(__name__)
 
-#: Each module has ``register(app, ctx)``; a module not written yet is skipped.
+#: Each module has ``register(app, ctx)``, which adds its routes.
 RESOURCE_MODULES = (
-    "edge.postbacks",
-    "edge.clicks",
-    "edge.health",
-    "edge.admin",
-    "edge.admin_config",
-    "edge.admin_deadletters",
-    "edge.admin_story",
-    "edge.admin_page",
-    "edge.metrics",
-    "edge.openapi",
+    postbacks,
+    clicks,
+    health,
+    admin,
+    admin_config,
+    admin_deadletters,
+    admin_story,
+    admin_page,
+    metrics,
+    openapi,
 )
 
 
@@ -66,13 +77,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> EdgeApp
     app.add_error_handler(redis.RedisError, storage_errors.error)
     app.ctx = ctx
 
-    for module_name in RESOURCE_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for module in RESOURCE_MODULES:
         module.register(app, ctx)
     return app
 

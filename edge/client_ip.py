@@ -12,10 +12,12 @@ caller and prove nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from functools import lru_cache
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from core.networks import Network, parse_network
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -63,10 +65,8 @@ def parse_allow(allow: str) -> tuple[Network, ...]:
     """A source's stored allow-list ("1.2.3.4/32,10.0.0.0/8") as networks; bad parts skipped."""
     networks = []
     for part in allow.split(","):
-        try:
-            networks.append(ipaddress.ip_network(part.strip(), strict=False))
-        except ValueError:
-            continue
+        with contextlib.suppress(ValueError):
+            networks.append(parse_network(part))
     return tuple(networks)
 
 

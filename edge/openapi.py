@@ -11,9 +11,10 @@ import falcon
 import orjson
 
 from core.entities import SUB_IDS
+from core.postback import STATUSES
 from storage.formats import OUTCOMES
 
-POSTBACK_STATUSES = ["approved", "pending", "rejected", "test"]
+POSTBACK_STATUSES = list(STATUSES)
 
 
 # -- small builders -----------------------------------------------------------------------
@@ -88,7 +89,6 @@ def _admin(summary: str, responses: dict, *, parameters=(), body: dict | None = 
 
 
 # -- schemas ----------------------------------------------------------------------------------
-_STATUSES = ["approved", "pending", "rejected", "test"]
 _NAME_MAP = {"type": "object", "additionalProperties": STR}
 SOURCE_PARAMS = {
     **_NAME_MAP,
@@ -97,7 +97,7 @@ SOURCE_PARAMS = {
 }
 SOURCE_STATUS_MAP = {
     "type": "object",
-    "additionalProperties": {"type": "string", "enum": _STATUSES},
+    "additionalProperties": {"type": "string", "enum": POSTBACK_STATUSES},
     "description": 'status values the source sends -> ours, e.g. {"1": "approved"}',
 }
 PARTNER_PARAMS = {

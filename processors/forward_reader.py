@@ -97,6 +97,8 @@ class ForwardReader:
             and not any(got.values())
             and all(self._own_cursor.get(n) == ">" for n in reading)
         ):
+            if self.leases is not None:  # never block past a lease renewal
+                block_ms = min(block_ms, self.leases.lease_ms // 4)
             if is_cluster(self.r):  # one slot per read: each partition in turn
                 n = reading[self._turn % len(reading)]
                 self._turn += 1

@@ -294,10 +294,11 @@ class Matcher:
 
     def _execute(self, commands: list) -> list:
         """One pipelined round trip (per node) of plain commands; raises the first error."""
-        pipe = self.r.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute()
+        replies = self.scripts.commands(self.r, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # -- failures ----------------------------------------------------------------------
     def _fail(self, n: int, live: dict, failures: dict[str, str]) -> None:

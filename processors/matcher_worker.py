@@ -96,7 +96,10 @@ class MatcherWorker:
                 if not partitions:  # more processes than partitions: wait for a share
                     self._sleep(min(leases.refresh_every_s, 1.0))
                     continue
-                block_ms = max(self.settings.block_ms // len(partitions), 1)
+                # Never block past a lease renewal: a lease must not lapse while we wait.
+                block_ms = max(
+                    min(self.settings.block_ms, self.settings.lease_ms // 4) // len(partitions), 1
+                )
                 if time.monotonic() >= next_claim:
                     for n in partitions:
                         matcher.claim_stale(n)
@@ -116,7 +119,8 @@ class MatcherWorker:
                         matcher.process_batch(n, block_ms=block_ms)
                         turn += 1
                     else:  # a postback written to any partition ends the wait at once
-                        matcher.process_any(partitions, block_ms=self.settings.block_ms)
+                        wait_ms = min(self.settings.block_ms, self.settings.lease_ms // 4)
+                        matcher.process_any(partitions, block_ms=wait_ms)
                 if self.stopping:
                     matcher.flush()
                 if backoff > 0.1:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from core.config import ConfigError, Settings
 from core.entities import ValidationError
+from scripts import dev_state
 from storage.redis_client import UNAVAILABLE
 from storage.repositories import NotFound
 
@@ -35,31 +37,42 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
+def package_version() -> str:
+    try:
+        return version("postback-relay")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="postback", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    parser = ArgumentParser(
+        prog="postback",
+        description=__doc__.splitlines()[0],
+        epilog="`postback COMMAND --help` describes a command. Settings come from the "
+        "environment (REDIS_URL, POSTBACK_*; see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"postback {package_version()}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=ArgumentParser, metavar="COMMAND"
+    )
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(module=module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            command.set_defaults(missing=True)
-            continue
-        module.configure(command)
+        importlib.import_module(module_name).configure(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # bare `postback`: what it can do, not a one-line complaint
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
-    if getattr(args, "missing", False):
-        print(f"postback {args.command}: not built yet", file=sys.stderr)
-        return 1
     try:
         settings = Settings.from_env()
+        if args.command != "dev":
+            settings = dev_state.settings_for_second_terminal(settings)
         return int(importlib.import_module(args.module).run(settings, args) or 0)
     except ConfigError as exc:
         print(f"postback: bad configuration: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import http.server
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from core.config import Settings, usable_cpus
 from core.entities import Offer, Partner, Source, ValidationError
 from edge.server import workers_argument
+from scripts import dev_state
 from scripts.embedded_redis import RunningRedis, ensure_redis
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
@@ -47,17 +49,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     redis_server = ensure_redis(settings.redis_url, allow_fake=True)
-    settings = settings.with_overrides(redis_url=redis_server.url)
+    # The admin API and page are on in dev: with the operator's token, else a new one.
+    settings = settings.with_overrides(
+        redis_url=redis_server.url,
+        admin_token=settings.admin_token or secrets.token_urlsafe(18),
+    )
     port = args.port or settings.port
     edge_workers = args.workers if args.workers is not None else settings.edge_workers
     edge_workers = edge_workers or usable_cpus()
     children: list[subprocess.Popen] = []
     sink = _DemoSink() if not args.no_demo else None
     try:
+        state = dev_state.publish(settings, redis_server.kind)
         client = connect(settings)
         ensure_groups(client, Keys(settings.namespace, settings.partitions))
         curl = _seed_demo(settings, client, args.host, port, sink) if sink else None
-        env = {**os.environ, "REDIS_URL": redis_server.url}
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_server.url,
+            "POSTBACK_ADMIN_TOKEN": settings.admin_token,
+        }
         for argv in (
             ["edge", "--host", args.host, "--port", str(port), "--workers", str(edge_workers)],
             ["matcher"],
@@ -65,7 +76,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         ):
             children.append(subprocess.Popen([sys.executable, "-m", "scripts.cli", *argv], env=env))
         _wait_for_edge(args.host, port, children[0])
-        _banner(redis_server, args.host, port, sink, curl)
+        _banner(redis_server, settings, state, args.host, port, sink, curl)
         return _supervise(children)
     finally:
         for child in children:
@@ -78,6 +89,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 child.kill()
         if sink:
             sink.stop()
+        dev_state.withdraw()
         redis_server.stop()
 
 
@@ -133,16 +145,34 @@ def _wait_for_edge(host: str, port: int, edge: subprocess.Popen, timeout: float 
     )
 
 
-def _banner(redis_server: RunningRedis, host: str, port: int, sink, curl: str | None) -> None:
-    where = {
-        "external": "",
-        "redis-server": " (embedded redis-server)",
-        "fakeredis": " (embedded fakeredis)",
-    }
+def _banner(
+    redis_server: RunningRedis,
+    settings: Settings,
+    state,
+    host: str,
+    port: int,
+    sink,
+    curl: str | None,
+) -> None:
+    if redis_server.kind == "external":
+        data = (
+            f"  data      in the Redis at {redis_server.url} (namespace {settings.namespace});"
+            " it stays after postback dev stops"
+        )
+    else:
+        data = (
+            f"  data      in the memory of an embedded {redis_server.kind} at {redis_server.url},"
+            " nothing on disk: it is gone when postback dev stops"
+        )
     lines = [
         "",
-        f"postback dev: Redis {redis_server.url}{where[redis_server.kind]}",
+        f"postback dev: Redis {redis_server.url}",
+        data,
         f"  edge      http://{host}:{port}   (health: /health, docs: /openapi.json)",
+        f"  admin     http://{host}:{port}/admin and /api/admin/... with the token below",
+        f"  token     export POSTBACK_ADMIN_TOKEN={settings.admin_token}",
+        f"  other terminals: postback commands there use this Redis while REDIS_URL is unset"
+        f" ({state})",
     ]
     if sink:
         lines += [

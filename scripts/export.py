@@ -22,6 +22,7 @@ import orjson
 
 from core.config import Settings
 from core.entities import ValidationError
+from core.flags import parse_flag
 from storage import logs
 from storage.keys import Keys
 from storage.redis_client import connect
@@ -46,12 +47,10 @@ def _positive_hours(raw: str) -> float:
 
 
 def _flag(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"{raw!r}: use true or false")
+    try:
+        return parse_flag(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r}: use true or false") from None
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -27,10 +27,19 @@ Conversion hash (``keys.conversion(n, id)``)::
 
     conversion_id, source, click_id, offer_id, partner_id, user_id, transaction_id, goal,
     status, payout_cents (upstream), partner_payout_cents, credited_cents (points now
-    credited by this conversion), currency, custom (JSON), matched_by, log_id (first),
+    credited by this conversion), held_cents (points held until hold_until, ms, on an
+    offer with a hold; hold_released: when hold_due.lua credited them), currency,
+    custom (JSON), matched_by, log_id (first),
     created, updated, history (JSON list of {status, at, log_id, payout_cents,
     partner_payout_cents, reason, effect}; payouts and reason only when the postback
     sent them), survey_id and warning (offer_fallback) when present
+
+Held ledger and holds due (``keys.held(n)``, ``keys.holds_due(n)``)::
+
+    held       hash, user_id -> cents held in this partition (beside ``keys.points(n)``)
+    holds-due  sorted set, conversion_id scored by the ms its hold ends; match.lua adds
+               (approval on a held offer) and removes (reversal during the hold),
+               hold_due.lua removes and credits in one step
 
 Forward job (``keys.forward_stream(n)`` field ``job``, and the retry set's members)::
 

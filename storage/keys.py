@@ -25,7 +25,10 @@ slot, and the 16 tags spread over every node of a cluster.
   allow-list + XADD) stays one single-slot round trip. The canonical record is in the
   configuration slot.
 * A user's balance is the sum of their field in every partition's points ledger (a
-  sharded counter: one HGET per partition, pipelined per node).
+  sharded counter: one HGET per partition, pipelined per node); points held (offers
+  with a hold period) likewise, in each partition's ``held`` ledger, and the holds
+  coming due are a sorted set per partition (``holds_due``), so crediting one is a
+  single-slot script too.
 * The forwarder's retry set, forwarded log and dead letters of partition ``n`` are in
   ``{pn}`` too, so "ack + schedule retry" and "move due retries back" are single-slot.
 * Leases: ``lease(n, group)`` (``SET NX PX``) says which process works partition ``n``

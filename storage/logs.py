@@ -28,6 +28,7 @@ from functools import lru_cache
 import orjson
 import redis
 
+from core.flags import is_true
 from storage.keys import Keys
 from storage.repositories import NotFound, conversion_public
 
@@ -334,7 +335,7 @@ def forwarded_row(entry: Entry) -> dict:
         "partner_email": fields.get("partner_email", ""),
         "method": fields.get("method", ""),
         "url": fields.get("url", ""),
-        "success": fields.get("success") in ("1", "true", "True"),
+        "success": is_true(fields.get("success")),
         "result": fields.get("result", ""),
         "status_code": _int(fields.get("status_code")),
         "response_ms": _int(fields.get("response_ms")),
@@ -444,9 +445,7 @@ class ForwardedFilter:
         fields = entry[1]
         if self.partner and fields.get("partner_id") != self.partner:
             return False
-        return not (
-            self.success is not None and (fields.get("success") in ("1", "true")) != self.success
-        )
+        return not (self.success is not None and is_true(fields.get("success")) != self.success)
 
 
 def source_keys_matching(names: dict[str, str], wanted: str) -> frozenset[str]:

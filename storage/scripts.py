@@ -24,11 +24,19 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from redis.exceptions import NoScriptError
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
+
+try:
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover - a dependency (redis[hiredis])
+    pack_command = None
 
 LUA_DIR = Path(__file__).with_name("lua")
 
 Call = tuple[Sequence, Sequence]
+#: Error replies that say the call ran nothing where it was sent (a cluster redirect).
+_RAN_NOTHING = ("MOVED", "ASK", "TRYAGAIN")
 
 
 class Scripts:
@@ -39,9 +47,6 @@ class Scripts:
             text = path.read_text()
             self._source[path.stem] = text
             self._sha[path.stem] = hashlib.sha1(text.encode()).hexdigest()
-
-    def names(self) -> list[str]:
-        return sorted(self._source)
 
     def load(self, client, name: str) -> None:
         """SCRIPT LOAD ``name`` (on every primary of a cluster)."""
@@ -84,6 +89,24 @@ class Scripts:
                 results[i] = result
         return results
 
+    def commands(self, client, commands: Sequence[tuple]) -> list:
+        """Plain commands (argument tuples), one round trip per node, raw: the matcher's
+        click reads. Each reply, or its error; a call redirected or refused for a moved
+        slot goes again through a redis-py pipeline, which follows the redirect."""
+        results = _send_packed(client, list(commands), list(commands))
+        again = [
+            i
+            for i, r in enumerate(results)
+            if isinstance(r, ResponseError) and str(r).startswith(_RAN_NOTHING)
+        ]
+        if again:
+            pipe = client.pipeline(transaction=False)
+            for i in again:
+                pipe.execute_command(*commands[i])
+            for i, reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
+                results[i] = reply
+        return results
+
     def pipe(self, client, name: str) -> ScriptPipe:
         return ScriptPipe(self, client, name)
 
@@ -91,11 +114,16 @@ class Scripts:
 class ScriptPipe:
     """Batches of one script's calls sent now and their replies read later, in order.
 
-    The fast path of the matcher and the forwarder's bookkeeping: while Redis runs one
-    batch the caller plans the next (Python on one core, Redis on another). A single
-    sender thread runs each batch through :meth:`Scripts.run_many` with redis-py's public
-    pipeline, so it works the same on a single Redis and on a cluster, and NOSCRIPT is
-    handled there. Batches run one after the other, so replies come back in order.
+    The matcher's fast path: while Redis runs one batch the caller plans the next
+    (Python on one core, Redis on another). A single sender thread runs the batches one
+    after the other, so replies come back in order. A batch's calls are grouped by the
+    node that holds their slot (one group on a single Redis), packed by hiredis in one
+    go (a call carries ~30 arguments per postback, which a redis-py pipeline would check
+    and encode one by one) and written on a connection borrowed from that node's pool,
+    their replies read back with ``read_response``: public methods only, the same on
+    both kinds of Redis. A call answered NOSCRIPT, MOVED, ASK or TRYAGAIN ran nothing and
+    goes again through :meth:`Scripts.run_many` (which loads the script, or lets the
+    cluster client follow the redirect).
     """
 
     def __init__(self, scripts: Scripts, client, name: str) -> None:
@@ -110,9 +138,7 @@ class ScriptPipe:
             if self._sender is None:
                 self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"lua-{self.name}")
             sender = self._sender
-        self._inflight.append(
-            sender.submit(self.scripts.run_many, self.client, self.name, list(calls))
-        )
+        self._inflight.append(sender.submit(self._run, list(calls)))
 
     def receive(self) -> list:
         """The oldest batch's replies (each a value or an exception); [] when none is out.
@@ -128,6 +154,24 @@ class ScriptPipe:
         except BaseException:
             self.reset()
             raise
+
+    def _run(self, calls: list[Call]) -> list:
+        if pack_command is None:  # pragma: no cover - hiredis comes with redis[hiredis]
+            return self.scripts.run_many(self.client, self.name, calls)
+        sha = self.scripts._sha[self.name]
+        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+        results = _send_packed(self.client, commands, [keys[0] for keys, _ in calls])
+        again = [
+            i
+            for i, result in enumerate(results)
+            if isinstance(result, ResponseError)
+            and (isinstance(result, NoScriptError) or str(result).startswith(_RAN_NOTHING))
+        ]
+        if again:
+            replies = self.scripts.run_many(self.client, self.name, [calls[i] for i in again])
+            for i, reply in zip(again, replies, strict=True):
+                results[i] = reply
+        return results
 
     def pending(self) -> int:
         return len(self._inflight)
@@ -147,6 +191,37 @@ class ScriptPipe:
             sender, self._sender = self._sender, None
         if sender is not None:
             sender.shutdown(wait=True)
+
+
+def _send_packed(client, commands: list[tuple], routing: list) -> list:
+    """``commands`` packed by hiredis and written per node in one go, replies read back
+    in order with ``read_response`` (error replies as values). ``routing`` holds, per
+    command, the key whose node it goes to (or the command itself: its key is [1])."""
+    by_pool: dict[int, tuple[object, list[int]]] = {}
+    cluster = isinstance(client, RedisCluster)
+    for i, route in enumerate(routing):
+        if cluster:
+            key = route[1] if isinstance(route, tuple) else route
+            pool = client.get_node_from_key(key).redis_connection.connection_pool
+        else:
+            pool = client.connection_pool
+        by_pool.setdefault(id(pool), (pool, []))[1].append(i)
+    results: list = [None] * len(commands)
+    for pool, indices in by_pool.values():
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(pack_command(commands[i]) for i in indices)])
+            for i in indices:
+                try:
+                    results[i] = conn.read_response()
+                except ResponseError as exc:
+                    results[i] = exc
+        except BaseException:
+            conn.disconnect()  # replies left unread: the connection cannot be reused
+            raise
+        finally:
+            pool.release(conn)
+    return results
 
 
 _default: Scripts | None = None

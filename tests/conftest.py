@@ -13,6 +13,8 @@ any run, started on first use.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import hypothesis
@@ -39,6 +41,7 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.load_profile("postback")
 _started = None
+_STATE_HOME = tempfile.mkdtemp(prefix="postback-test-state-")
 _cluster: LocalCluster | None = None
 
 
@@ -51,6 +54,9 @@ def pytest_configure(config):
     global REDIS_URL, _started
     os.environ.setdefault("POSTBACK_PARTITIONS", "1")
     os.environ.setdefault("POSTBACK_LEASE_MS", "1500")
+    # `postback dev` run by a test publishes its Redis for second terminals
+    # (scripts/dev_state.py): into a directory of the session's own, never the user's.
+    os.environ["POSTBACK_STATE_DIR"] = _STATE_HOME
     if ON_CLUSTER:
         REDIS_URL = os.environ["REDIS_URL"] = _session_cluster().url
         return
@@ -61,6 +67,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    shutil.rmtree(_STATE_HOME, ignore_errors=True)
     if _started is not None:
         _started.stop()
     if _cluster is not None:

@@ -42,3 +42,21 @@ def test_values_are_parsed():
 def test_a_bad_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("POSTBACK_PARTITIONS", "abc", "must be a positive whole number"),
+        ("PORT", "x", "must be a port number from 1 to 65535"),
+        ("POSTBACK_FORWARD_TIMEOUT", "soon", "must be a positive number, e.g. 2.5"),
+        ("POSTBACK_LOG_RETENTION_DAYS", "inf", "must be a positive number, e.g. 2.5"),
+        ("POSTBACK_LEASE_MS", "1.5", "must be a positive whole number"),
+    ],
+)
+def test_a_bad_value_is_answered_in_our_words_not_pythons(name, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    message = str(caught.value)
+    assert message == f"{name}={value!r}: {expected}"
+    assert "invalid literal" not in message and "could not convert" not in message

@@ -21,7 +21,6 @@ from core.delivery import (
     classify_status,
     fill_macros,
     final_result,
-    latency_buckets,
     outcome_from_exception,
     outcome_from_response,
     parse_retry_after,
@@ -204,9 +203,3 @@ def test_the_last_retryable_failure_is_dead_lettered():
     assert final_result(failed, 1, schedule) == RETRY
     assert final_result(failed, 3, schedule) == DEAD_LETTERED
     assert final_result(delivery.Outcome(FAILED), 3, schedule) == FAILED
-
-
-def test_latency_buckets_are_cumulative():
-    assert latency_buckets(5) == list(delivery.LATENCY_BUCKETS_MS)
-    assert latency_buckets(6)[0] == 10
-    assert latency_buckets(10**6) == []

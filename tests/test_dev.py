@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 
+import orjson
 import pytest
 import requests
 
 from core.config import Settings
+from scripts import dev_state
 from scripts.embedded_redis import free_port
 from storage.keys import Keys
 from storage.repositories import Store
@@ -46,6 +48,7 @@ def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, redis_c
         text=True,
     )
     output = Output(proc)
+    state = dev_state.state_file()
     try:
         curl = output.wait_for(r'curl "(http://[^"]+)"', timeout=DEADLINE_S).group(1)
         reply = requests.get(curl, timeout=DEADLINE_S)
@@ -57,6 +60,9 @@ def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, redis_c
         while store.user("demo-user")["points"] != "4.00" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert store.user("demo-user")["points"] == "4.00"
+        # A second terminal, REDIS_URL and the layout unset: it finds dev's Redis by itself.
+        assert second_terminal("admin", "user", "show", "demo-user") == "4.00"
+        assert state.exists()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -67,6 +73,44 @@ def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, redis_c
         finally:
             output.close()
     assert code == 0, "".join(output.seen)
+    assert not state.exists()  # gone with dev: a later command reads REDIS_URL's default
+
+
+def second_terminal(*argv: str) -> str:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("REDIS_URL", "POSTBACK_NAMESPACE", "POSTBACK_PARTITIONS")
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_second_terminal_ignores_a_stale_file_and_honours_its_own_settings(tmp_path):
+    env = {"POSTBACK_STATE_DIR": str(tmp_path)}
+    path = dev_state.state_file(env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    default = Settings()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    record = {"redis_url": "redis://127.0.0.1:1/0", "namespace": "x", "partitions": 2}
+    path.write_text(orjson.dumps({**record, "pid": int(dead.stdout)}).decode())
+    assert dev_state.settings_for_second_terminal(default, env) == default  # dead writer
+    path.write_text(orjson.dumps({**record, "pid": os.getpid()}).decode())
+    assert dev_state.settings_for_second_terminal(default, env) == default  # no Redis there
+    given = {**env, "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert dev_state.settings_for_second_terminal(default, given) == default  # env wins
 
 
 def test_dev_waits_for_the_edge_to_answer_not_just_for_its_port():

@@ -101,3 +101,31 @@ def test_lag_shows_which_process_holds_which_partition(redis_client, keys16):
     assert rows[keys16.input_stream(5)]["holder"] == "m-a"
     assert rows[keys16.forward_stream(5)]["holder"] == ""
     assert "HOLDER" in lag.render_table(report) and "m-a" in lag.render_table(report)
+
+
+def test_an_idle_matcher_blocking_longer_than_its_lease_still_keeps_its_partitions(
+    settings, redis_client, tmp_path
+):
+    import signal
+    import time
+
+    from tests.test_matcher_worker import Worker
+
+    layout = settings.with_overrides(partitions=4, lease_ms=1500)
+    keys = Keys(layout.namespace, 4)
+    ensure_groups(redis_client, keys)
+    worker = Worker(layout, tmp_path / "m.log", "--consumer", "m-idle", POSTBACK_BLOCK_MS="6000")
+    try:
+        wait_for(
+            lambda: set(holders(redis_client, keys, MATCHER_GROUP).values()) == {"m-idle"},
+            timeout=20,
+            what="the matcher to hold every partition",
+        )
+        seen = set()
+        deadline = time.monotonic() + 4  # past two lease lengths with nothing to read
+        while time.monotonic() < deadline:
+            seen |= set(holders(redis_client, keys, MATCHER_GROUP).values())
+            time.sleep(0.05)  # sampling an invariant over a span, not waiting for an event
+        assert seen == {"m-idle"}, "a lease lapsed while the matcher blocked"
+    finally:
+        worker.stop(signal.SIGTERM, timeout=20)

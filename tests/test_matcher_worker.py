@@ -23,7 +23,7 @@ from scripts.embedded_redis import find_redis_server, free_port, start_redis_ser
 from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
 from storage.repositories import Store
-from storage.scripts import Scripts
+from storage.scripts import ScriptPipe, Scripts
 from tests.test_matcher import SOURCE, add_click, add_partner, drain, points, post, received
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ class Worker:
             POSTBACK_LEASE_MS=str(settings.lease_ms),
             POSTBACK_BLOCK_MS="100",
         )
-        environ.update(env)
+        environ.update(env)  # a test's own values win
         self.log_path = log_path
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
@@ -308,17 +308,21 @@ def test_replies_lost_with_the_connection_are_recovered_by_rereading_own_pending
         add_click(offer_and_partner, f"CLK-{i}")
         post(redis_client, keys, click_id=f"CLK-{i}", payout="5.00")
 
-    class LosingScripts(Scripts):
-        """Runs the first ``match`` batch, then loses its replies with the connection."""
+    class LosingPipe(ScriptPipe):
+        """Runs the first batch, then loses its replies with the connection."""
 
         lost = False
 
-        def run_many(self, client, name, calls, extra=()):
-            results = super().run_many(client, name, calls, extra)
-            if name == "match" and not self.lost:
-                self.lost = True
+        def _run(self, calls):
+            results = super()._run(calls)
+            if not LosingPipe.lost:
+                LosingPipe.lost = True
                 raise redis.ConnectionError("Connection closed by server.")
             return results
+
+    class LosingScripts(Scripts):
+        def pipe(self, client, name):
+            return LosingPipe(self, client, name)
 
     matcher = Matcher(redis_client, settings, consumer="m", overlap=True, scripts=LosingScripts())
     assert matcher.process_batch() == 3  # sent; replies not read yet

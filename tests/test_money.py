@@ -7,9 +7,9 @@ from core.money import (
     format_cents,
     parse_amount,
     parse_percent,
-    revshare_cents,
     to_cents,
 )
+from core.payouts import PayoutRule
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_cents_round_trip_and_format():
     ],
 )
 def test_revshare_is_half_up_to_the_cent(upstream, percent, expected):
-    assert revshare_cents(upstream, parse_percent(percent)) == expected
+    assert PayoutRule.revshare(parse_percent(percent)).partner_cents(upstream) == expected
 
 
 @pytest.mark.parametrize("raw", ["120", "-1", "abc", "50.00001"])

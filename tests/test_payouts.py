@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
 from core.entities import Offer
-from core.money import revshare_cents
 from core.payouts import PayoutRule, partner_payout_cents, partner_share_cents, upstream_cents
 
 
@@ -48,6 +47,12 @@ def test_fractional_percent_with_four_decimals():
 def test_zero_and_hundred_percent():
     assert revshare("0", "999.99") == 0
     assert revshare("100", "999.99") == 99999
+
+
+def revshare_cents(upstream_cents: int, percent: Decimal) -> int:
+    """The Decimal reference: ``upstream × percent / 100``, half-up to the cent."""
+    exact = Decimal(int(upstream_cents)) * percent / 100
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def test_integer_arithmetic_equals_decimal_reference():
