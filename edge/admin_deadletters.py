@@ -2,8 +2,11 @@
 
     GET  /api/admin/dead-letters?partner=&page=&per_page=
          → {"dead_letters": [...], "page": 1, "pages": N, "total": T}, newest first
-    POST /api/admin/dead-letters/replay   {"ids": ["1714…-0", ...]} or {"partner": "p1"}
+    POST /api/admin/dead-letters/replay   {"ids": ["3:1714…-0", ...]} or {"partner": "p1"}
          → {"status": "success", "replayed": N, "ids": [...], "not_found": [...]}
+
+A row's ``id`` is ``<partition>:<stream entry id>`` (``deadletters.letter_id``): two
+partitions can hold the same entry id, so replay by id takes exactly the listed ids.
 
 A dead postback's fields hold its source key, a secret: rows show the source's name and
 only the key's last four characters, as the logs do.
@@ -31,7 +34,7 @@ def dead_letter_row(letter: dict, source_names: dict[str, str], partner_names: d
     """A dead letter as people read it: times in ISO UTC, the job's payload lifted out."""
     data = letter["data"]
     row = {
-        "id": letter["id"],
+        "id": deadletters.letter_id(letter["partition"], letter["id"]),
         "partition": letter["partition"],
         "kind": letter["kind"],
         "partner_id": letter["partner_id"],
@@ -83,7 +86,20 @@ class DeadLetters(AdminResource):
             resp.media["truncated"] = True
 
 
-def _replay_request(body: dict) -> tuple[list[str] | None, str | None]:
+def _check_letter_id(value: object, partitions: int) -> None:
+    """A dead-letter id as the listing gives it (``3:1714000000000-0``); else 400 naming ids."""
+    text = value if isinstance(value, str) else ""
+    place = deadletters.parse_letter_id(text, partitions)
+    if place is None:
+        raise ValidationError(
+            "ids",
+            f"must be dead-letter ids as listed (partition:entry id, partition below "
+            f"{partitions}, such as 0:1714000000000-0), not {value!r}",
+        )
+    check_entry_id(place[1], "ids")
+
+
+def _replay_request(body: dict, partitions: int) -> tuple[list[str] | None, str | None]:
     ids, partner = body.get("ids"), body.get("partner")
     if (ids is None) == (partner is None):
         raise ValidationError("body", 'give exactly one of "ids" or "partner"')
@@ -92,8 +108,8 @@ def _replay_request(body: dict) -> tuple[list[str] | None, str | None]:
             raise ValidationError("ids", "must be a non-empty list of dead-letter ids")
         if len(ids) > MAX_IDS:
             raise ValidationError("ids", f"at most {MAX_IDS} per request")
-        for entry_id in ids:
-            check_entry_id(entry_id, "ids")
+        for letter_id in ids:
+            _check_letter_id(letter_id, partitions)
         return ids, None
     if not isinstance(partner, str) or not partner.strip():
         raise ValidationError("partner", "must be a partner_id")
@@ -103,8 +119,8 @@ def _replay_request(body: dict) -> tuple[list[str] | None, str | None]:
 @falcon.before(authorize)
 class Replay(AdminResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        ids, partner = _replay_request(json_body(req, ("ids", "partner")))
         r, keys = self.ctx.redis, self.ctx.keys
+        ids, partner = _replay_request(json_body(req, ("ids", "partner")), keys.partitions)
         if ids is not None:
             done = deadletters.replay_ids(r, keys, ids)
             missing = [i for i in dict.fromkeys(ids) if i not in set(done)]

@@ -635,7 +635,12 @@ def build_document() -> dict:
 ADMIN_PAGE_SCHEMAS = {
     "DeadLetter": _obj(
         {
-            "id": {"type": "string", "description": "the entry id replay takes"},
+            "id": {
+                "type": "string",
+                "pattern": "^[0-9]+:[0-9]+-[0-9]+$",
+                "description": "partition:stream entry id, the id replay takes (two "
+                "partitions can hold the same stream entry id)",
+            },
             "partition": INT,
             "kind": {"type": "string", "enum": ["delivery", "postback"]},
             "partner_id": STR,
@@ -656,7 +661,18 @@ ADMIN_PAGE_SCHEMAS = {
     "ReplayRequest": {
         "oneOf": [
             _obj(
-                {"ids": {"type": "array", "items": STR, "minItems": 1, "maxItems": 1000}},
+                {
+                    "ids": {
+                        "type": "array",
+                        "items": {
+                            "type": "string",
+                            "pattern": "^[0-9]+:[0-9]+(-[0-9]+)?$",
+                            "description": "a dead letter's id as listed",
+                        },
+                        "minItems": 1,
+                        "maxItems": 1000,
+                    }
+                },
                 ["ids"],
                 additionalProperties=False,
             ),

@@ -121,18 +121,27 @@ def _seed_demo(settings: Settings, client, host: str, port: int, sink: _DemoSink
     )
 
 
-def _wait_for_edge(host: str, port: int, edge: subprocess.Popen, timeout: float = 20.0) -> None:
-    import socket
+def _wait_for_edge(host: str, port: int, edge: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until the edge answers ``GET /health``: its port is open (the parent binds it) well
+    before its workers have imported the app, and the banner's curl line must work."""
+    import http.client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if edge.poll() is not None:
             raise SystemExit(f"postback dev: the edge exited with code {edge.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-            return
+        conn = http.client.HTTPConnection(host, port, timeout=max(0.2, deadline - time.monotonic()))
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except (OSError, http.client.HTTPException):  # not up yet, or reset by a restart
+            pass
+        finally:
+            conn.close()
         time.sleep(0.1)
     raise SystemExit(
-        f"postback dev: the edge did not listen on {host}:{port} within {timeout:.0f} s"
+        f"postback dev: the edge did not answer on {host}:{port} within {timeout:.0f} s"
     )
 
 

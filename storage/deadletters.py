@@ -162,23 +162,49 @@ def _replay_entry(keys: Keys, n: int, letter: dict) -> tuple[str | None, list[st
     return None, []
 
 
-def replay_ids(client: redis.Redis, keys: Keys, ids: list[str]) -> list[str]:
-    """Replay the dead letters with these entry IDs, whatever their partition.
+def letter_id(partition: int, entry_id: str) -> str:
+    """The id that names one dead letter: its partition and its stream entry id.
 
-    Returns the IDs replayed; an ID no partition holds (unknown, or already replayed by
-    someone else) is skipped.
+    Entry ids alone are not enough: two partitions' streams can hold the same id (two
+    letters dead-lettered in the same millisecond).
 
-    >>> replay_ids(client, keys, ["1714000000000-0"])
-    ['1714000000000-0']
+    >>> letter_id(1, "1714000000000-0")
+    '1:1714000000000-0'
     """
-    wanted = list(dict.fromkeys(ids))
+    return f"{partition}:{entry_id}"
+
+
+def parse_letter_id(value: str, partitions: int) -> tuple[int, str] | None:
+    """``"1:1714000000000-0"`` → ``(1, "1714000000000-0")``; None when it is not one."""
+    partition, colon, entry_id = value.partition(":")
+    if not (colon and partition.isascii() and partition.isdigit()):
+        return None
+    if int(partition) >= partitions or not entry_id:
+        return None
+    return int(partition), entry_id
+
+
+def replay_ids(client: redis.Redis, keys: Keys, ids: list[str]) -> list[str]:
+    """Replay the dead letters with these ids (``letter_id``: partition and entry id).
+
+    Returns the ids replayed; an id no partition holds (unknown, or already replayed by
+    someone else) is skipped. Only the named partition's letter is replayed, even when
+    another partition holds an entry with the same stream id.
+
+    >>> replay_ids(client, keys, ["1:1714000000000-0"])
+    ['1:1714000000000-0']
+    """
+    places = []
+    for wanted in dict.fromkeys(ids):
+        place = parse_letter_id(wanted, keys.partitions)
+        if place is not None:
+            places.append((wanted, *place))
     pipe = client.pipeline(transaction=False)
-    places = [(n, entry_id) for n in keys.all_partitions() for entry_id in wanted]
-    for n, entry_id in places:
+    for _, n, entry_id in places:
         pipe.xrange(keys.dead_letters(n), min=entry_id, max=entry_id)
     scripts = default_scripts()
     replayed = []
-    for (n, entry_id), found in zip(places, pipe.execute(), strict=True):
+    for (wanted, n, entry_id), found in zip(places, pipe.execute(), strict=True):
         if not found:
             continue
         letter = _decode(entry_id, n, found[0][1])
@@ -187,5 +213,5 @@ def replay_ids(client: redis.Redis, keys: Keys, ids: list[str]) -> list[str]:
             continue
         dead = keys.dead_letters(n)
         if scripts.run(client, "deadletter_replay", [dead, target], [entry_id, *fields]):
-            replayed.append(entry_id)
-    return list(dict.fromkeys(replayed))
+            replayed.append(wanted)
+    return replayed

@@ -53,10 +53,10 @@ def test_dead_letters_of_every_partition_newest_first_with_paging(client, redis_
 
     first = client.simulate_get("/api/admin/dead-letters", params={"per_page": 2}).json
     assert (first["page"], first["pages"], first["total"]) == (1, 2, 3)
-    assert [d["id"] for d in first["dead_letters"]] == ["1714000000003-0", "1714000000002-0"]
+    assert [d["id"] for d in first["dead_letters"]] == ["0:1714000000003-0", "1:1714000000002-0"]
     second = client.simulate_get("/api/admin/dead-letters", params={"per_page": 2, "page": 2})
     [last] = second.json["dead_letters"]
-    assert (last["id"], last["partition"], last["kind"]) == ("1714000000001-0", 0, "delivery")
+    assert (last["id"], last["partition"], last["kind"]) == ("0:1714000000001-0", 0, "delivery")
     assert last["payload"] == {"click_id": "CLK-A", "payout": "4.00"}
     assert (last["attempt"], last["conversion_id"], last["error"]) == (9, "cv0-x", "HTTP 500")
     assert last["time"] == "2024-04-24T23:06:40.000Z"
@@ -83,12 +83,12 @@ def test_replay_by_ids_puts_each_back_once_whatever_its_partition(client, redis_
     dead_delivery(redis_client, keys, 1, "p2", "CLK-B", entry_id="1714000000002-0")
     dead_delivery(redis_client, keys, 1, "p2", "CLK-C", entry_id="1714000000003-0")
 
-    body = {"ids": ["1714000000002-0", "1714000000001-0", "1714000000009-0"]}
+    body = {"ids": ["1:1714000000002-0", "0:1714000000001-0", "1:1714000000009-0"]}
     result = client.simulate_post("/api/admin/dead-letters/replay", json=body)
     assert result.status_code == 200, result.json
     assert result.json["replayed"] == 2
-    assert sorted(result.json["ids"]) == ["1714000000001-0", "1714000000002-0"]
-    assert result.json["not_found"] == ["1714000000009-0"]
+    assert sorted(result.json["ids"]) == ["0:1714000000001-0", "1:1714000000002-0"]
+    assert result.json["not_found"] == ["1:1714000000009-0"]
     jobs = forward_jobs(redis_client, keys)
     assert sorted(j["payload"]["click_id"] for j in jobs) == ["CLK-A", "CLK-B"]
     assert {j["attempt"] for j in jobs} == {1}  # the whole retry schedule again
@@ -96,7 +96,26 @@ def test_replay_by_ids_puts_each_back_once_whatever_its_partition(client, redis_
     again = client.simulate_post("/api/admin/dead-letters/replay", json=body).json
     assert again["replayed"] == 0 and len(forward_jobs(redis_client, keys)) == 2
     left = client.simulate_get("/api/admin/dead-letters").json["dead_letters"]
-    assert [d["id"] for d in left] == ["1714000000003-0"]
+    assert [d["id"] for d in left] == ["1:1714000000003-0"]
+
+
+def test_replay_by_id_replays_only_that_partitions_letter_when_ids_collide(
+    client, redis_client, keys
+):
+    # Two letters dead-lettered in the same millisecond in two partitions share a stream id.
+    dead_delivery(redis_client, keys, 0, "p1", "CLK-A", entry_id="1714000000005-0")
+    dead_delivery(redis_client, keys, 1, "p1", "CLK-B", entry_id="1714000000005-0")
+    listed = client.simulate_get("/api/admin/dead-letters").json["dead_letters"]
+    by_click = {d["payload"]["click_id"]: d["id"] for d in listed}
+    assert len(set(by_click.values())) == 2  # each row's id names one letter
+
+    body = {"ids": [by_click["CLK-B"]]}
+    result = client.simulate_post("/api/admin/dead-letters/replay", json=body)
+    assert result.status_code == 200, result.json
+    assert (result.json["replayed"], result.json["ids"]) == (1, [by_click["CLK-B"]])
+    assert [j["payload"]["click_id"] for j in forward_jobs(redis_client, keys)] == ["CLK-B"]
+    left = client.simulate_get("/api/admin/dead-letters").json["dead_letters"]
+    assert [(d["id"], d["payload"]["click_id"]) for d in left] == [(by_click["CLK-A"], "CLK-A")]
 
 
 def test_replay_by_partner_replays_that_partner_only(client, redis_client, keys):
@@ -118,14 +137,18 @@ def test_replay_by_partner_replays_that_partner_only(client, redis_client, keys)
     [
         ({}, "body"),
         ([], "body"),
-        ({"ids": ["1-0"], "partner": "p1"}, "body"),
+        ({"ids": ["0:1-0"], "partner": "p1"}, "body"),
         ({"id": "1-0"}, "id"),
         ({"ids": []}, "ids"),
-        ({"ids": "1714000000001-0"}, "ids"),
+        ({"ids": "0:1714000000001-0"}, "ids"),
         ({"ids": ["<script>"]}, "ids"),
         ({"ids": [17]}, "ids"),
-        ({"ids": ["99999999999999999999999-0"]}, "ids"),
-        ({"ids": ["1-99999999999999999999999"]}, "ids"),
+        ({"ids": ["1714000000001-0"]}, "ids"),  # no partition: ambiguous
+        ({"ids": ["2:1714000000001-0"]}, "ids"),  # no such partition
+        ({"ids": ["-1:1714000000001-0"]}, "ids"),
+        ({"ids": ["0:<script>"]}, "ids"),
+        ({"ids": ["0:99999999999999999999999-0"]}, "ids"),
+        ({"ids": ["0:1-99999999999999999999999"]}, "ids"),
         ({"partner": ""}, "partner"),
         ({"partner": 5}, "partner"),
     ],
