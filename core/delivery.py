@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import orjson
-import requests
 from requests.utils import requote_uri
 
 from core.dialects import PartnerDialect
@@ -295,23 +294,6 @@ def outcome_from_response(
         if result == RETRY
         else None,
     )
-
-
-def outcome_from_exception(exc: BaseException, response_ms: int | None) -> Outcome:
-    """Timeouts and connection errors are retried; a refused or invalid URL is not."""
-    if isinstance(exc, PrivateAddressRefused):
-        return Outcome(FAILED, error=f"refused: {exc}", response_ms=None)
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
-        return Outcome(FAILED, error=f"invalid URL: {exc}"[:RESPONSE_BODY_CHARS])
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        kind = "connect timeout"
-    elif isinstance(exc, requests.exceptions.Timeout):
-        kind = "timeout"
-    elif isinstance(exc, requests.exceptions.ConnectionError):
-        kind = "connection error"
-    else:
-        kind = type(exc).__name__
-    return Outcome(RETRY, error=f"{kind}: {exc}"[:RESPONSE_BODY_CHARS], response_ms=response_ms)
 
 
 # -- jobs and the forwarded log -----------------------------------------------------------

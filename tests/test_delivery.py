@@ -21,7 +21,6 @@ from core.delivery import (
     classify_status,
     fill_macros,
     final_result,
-    outcome_from_exception,
     outcome_from_response,
     parse_retry_after,
     retry_delay,
@@ -175,6 +174,8 @@ def test_retry_after_in_seconds_or_an_http_date():
     ],
 )
 def test_exceptions_are_classified(exc, result):
+    from processors.forwarder.send import outcome_from_exception
+
     outcome = outcome_from_exception(exc, 12)
     assert outcome.result == result
     assert outcome.error

@@ -190,7 +190,28 @@ def attempt(
         )
     except Exception as exc:  # every attempt must come back to be recorded
         ms = round((time.perf_counter() - t0) * 1000)
-        outcome = delivery.outcome_from_exception(exc, ms if request else None)
+        outcome = outcome_from_exception(exc, ms if request else None)
         if not isinstance(exc, delivery.PrivateAddressRefused | requests.RequestException):
             log.exception("delivery to %s could not be made", partner.partner_id)
     return request, outcome, started
+
+
+def outcome_from_exception(exc: BaseException, response_ms: int | None) -> Outcome:
+    """Timeouts and connection errors are retried; a refused or invalid URL is not."""
+    if isinstance(exc, delivery.PrivateAddressRefused):
+        return Outcome(delivery.FAILED, error=f"refused: {exc}", response_ms=None)
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
+        return Outcome(delivery.FAILED, error=f"invalid URL: {exc}"[: delivery.RESPONSE_BODY_CHARS])
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        kind = "connect timeout"
+    elif isinstance(exc, requests.exceptions.Timeout):
+        kind = "timeout"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        kind = "connection error"
+    else:
+        kind = type(exc).__name__
+    return Outcome(
+        delivery.RETRY,
+        error=f"{kind}: {exc}"[: delivery.RESPONSE_BODY_CHARS],
+        response_ms=response_ms,
+    )
