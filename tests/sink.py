@@ -123,6 +123,11 @@ class Sink:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The sender died mid-request (a SIGKILLed forwarder): a real partner's
+            # server drops such a request too, so it is no delivery and is not recorded.
+            handler.close_connection = True
+            return
         parts = urlsplit(handler.path)
         record = Recorded(
             method=handler.command,
