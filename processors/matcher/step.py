@@ -224,7 +224,7 @@ class Matcher:
             _raise_transient(results)
             for chunk, reply in zip(chunks, results, strict=True):
                 outcomes = self._outcomes(n, chunk, reply, minid, now)
-                for (log_id, _, _), outcome in zip(chunk, outcomes, strict=True):
+                for (log_id, *_), outcome in zip(chunk, outcomes, strict=True):
                     if isinstance(outcome, Exception):
                         failures[log_id] = f"match.lua: {outcome}"
                     else:
