@@ -181,3 +181,15 @@ def test_limits_are_the_codes(document):
         listing = paths[path]["get"]["responses"]["200"]["content"]["application/json"]
         truncated = listing["schema"]["properties"]["truncated"]["description"]
         assert f"newest {admin.MAX_SCAN:,} entries" in truncated
+
+
+def test_the_json_file_is_the_built_document():
+    """(Until edge/openapi.py serves edge/openapi.json: the file was generated from it.)"""
+    import json
+    from pathlib import Path
+
+    import orjson
+
+    text = (Path(__file__).parent.parent / "edge" / "openapi.json").read_bytes()
+    assert json.loads(text) == load_document()
+    assert orjson.dumps(orjson.loads(text)) == orjson.dumps(load_document())  # byte for byte
