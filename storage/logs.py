@@ -31,10 +31,7 @@ import redis
 from core.flags import is_true
 from storage.keys import Keys
 from storage.repositories import NotFound, conversion_public
-
-CHUNK = 1000
-
-Entry = tuple[str, dict[str, str]]
+from storage.stream_reader import CHUNK, Entry, id_ms, id_order, read_range
 
 
 # -- time windows ------------------------------------------------------------------------
@@ -109,15 +106,6 @@ def _iso_second(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def id_ms(entry_id: str) -> int:
-    return int(entry_id.partition("-")[0])
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 # -- chunked reading -----------------------------------------------------------------------
 def iter_stream(
     client: redis.Redis,
@@ -128,20 +116,9 @@ def iter_stream(
     chunk: int = CHUNK,
 ) -> Iterator[Entry]:
     """Entries of ``stream`` inside ``window``, one XRANGE/XREVRANGE of ``chunk`` at a time."""
-    low, high = window.min_id, window.max_id
-    while True:
-        if newest_first:
-            batch = client.xrevrange(stream, max=high, min=low, count=chunk)
-        else:
-            batch = client.xrange(stream, min=low, max=high, count=chunk)
-        yield from batch
-        if len(batch) < chunk:
-            return
-        # Exclusive ranges ("(id") continue after the last entry seen (Redis >= 6.2).
-        if newest_first:
-            high = "(" + batch[-1][0]
-        else:
-            low = "(" + batch[-1][0]
+    return read_range(
+        client, stream, window.min_id, window.max_id, newest_first=newest_first, chunk=chunk
+    )
 
 
 def merge_streams(
@@ -170,7 +147,7 @@ def merge_streams(
 
 def _time_key(entry: Entry) -> tuple[int, int, int]:
     entry_id, fields = entry
-    ms, seq = _id_key(entry_id)
+    ms, seq = id_order(entry_id)
     return _int(fields.get("time")) or ms, ms, seq
 
 
