@@ -50,6 +50,7 @@ from core import delivery
 from core.config import Settings
 from core.delivery import Outcome
 from core.entities import Partner
+from processors.backoff import Backoff
 from processors.consumer import default_consumer
 from processors.forwarder.bookkeeping import Finished, Held, Recorder
 from processors.forwarder.reader import ForwardReader
@@ -424,7 +425,7 @@ class Forwarder:
 
     def run(self) -> None:
         """Process batches until :meth:`stop`; ride out Redis outages with backoff."""
-        backoff = 0.5
+        backoff = Backoff()
         groups_ready = False
         log.info("forwarder %s: %d deliveries in flight at most", self.consumer, self.concurrency)
         self._reader.leases = leases = Leases(
@@ -436,19 +437,19 @@ class Forwarder:
                     ensure_groups(self.r, self.keys)
                     groups_ready = True
                 self.process_batch()
-                backoff = 0.5
+                backoff.reset()
             except UNAVAILABLE as exc:
-                log.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = backoff.next()
+                log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
+                self._stop.wait(delay)
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the stream was deleted (or Redis lost its data)
                     groups_ready = False
                     continue
                 # BUSY, LOADING, OOM...: Redis answers but cannot serve now.
-                log.error("Redis error (%s); retrying in %.1f s", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = backoff.next()
+                log.error("Redis error (%s); retrying in %.1f s", exc, delay)
+                self._stop.wait(delay)
         self.drain()
         try:
             leases.release_all()  # the others take these partitions over at once
@@ -465,14 +466,13 @@ class Forwarder:
             if timeout is not None
             else self.settings.forward_connect_timeout + self.settings.forward_timeout + 5
         )
-        backoff = 0.2
+        backoff = Backoff()
         while self._held and time.monotonic() < deadline:
             try:
                 self._record()
             except UNAVAILABLE as exc:
                 log.warning("Redis unreachable while stopping (%s)", exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                time.sleep(min(backoff.next(), max(deadline - time.monotonic(), 0)))
                 continue
             if self._held:
                 self._wait_for_results(1, 0.1)

@@ -12,6 +12,7 @@ import time
 import redis
 
 from core.config import Settings
+from processors.backoff import Backoff
 from processors.consumer import default_consumer
 from processors.leases import Leases, live_members
 from processors.matcher.holds import HOLD_CHECK_S
@@ -33,12 +34,10 @@ class MatcherWorker:
     blocks (``block_ms``) only when a whole round found nothing; on a clean stop it
     gives its leases back. SIGTERM
     and SIGINT let the batch in hand finish (it is acked by its scripts), then ``run``
-    returns 0. A lost Redis is retried with backoff (capped at ``MAX_BACKOFF_S``); on
+    returns 0. A lost Redis is retried with backoff (``processors.backoff``); on
     reconnect the worker re-reads its own pending entries, whose replies may have been
     lost, and ``match.lua`` turns the ones already applied into no-ops.
     """
-
-    MAX_BACKOFF_S = 5.0
 
     def __init__(
         self,
@@ -66,7 +65,8 @@ class MatcherWorker:
         leases: Leases | None = None
         partitions: list[int] = []
         claim_every = self.settings.claim_idle_ms / 2000
-        next_claim, turn, backoff, groups_ok = 0.0, 0, 0.1, False
+        next_claim, turn, groups_ok = 0.0, 0, False
+        backoff = Backoff()
         next_holds = 0.0
         while not self.stopping:
             try:
@@ -124,13 +124,12 @@ class MatcherWorker:
                         matcher.process_any(partitions, block_ms=wait_ms)
                 if self.stopping:
                     matcher.flush()
-                if backoff > 0.1:
+                if backoff.reset():
                     log.info("Redis is back")
-                backoff = 0.1
             except UNAVAILABLE as exc:
-                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+                delay = backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
+                self._sleep(delay)
                 if matcher is not None:
                     matcher.restart()
             except redis.ResponseError as exc:
@@ -141,9 +140,9 @@ class MatcherWorker:
                     if matcher is not None:
                         matcher.restart()
                 else:
-                    log.error("Redis error: %s; retrying in %.1f s", exc, backoff)
-                    self._sleep(backoff)
-                    backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+                    delay = backoff.next()
+                    log.error("Redis error: %s; retrying in %.1f s", exc, delay)
+                    self._sleep(delay)
         if leases is not None:
             try:
                 leases.release_all()  # the others take these partitions over at once
