@@ -21,8 +21,9 @@ Each :meth:`Forwarder.process_batch` step
    a 30 s one only its cap); only the surplus beyond that waits in the retry set for a
    second, without spending an attempt.
 
-:meth:`Forwarder.run` is the loop around it: :meth:`stop` (SIGTERM/SIGINT) finishes the
-deliveries in hand and returns; a lost Redis is retried with backoff.
+:meth:`Forwarder.run` is the shared worker loop around it (``processors.loop``: leases,
+signals, backoff, reconnects): :meth:`stop` (SIGTERM/SIGINT) finishes the deliveries in
+hand and returns.
 
 Delivery is at least once: a process killed between a partner's 2xx and the bookkeeping
 leaves the job pending, and another forwarder delivers it again after ``claim_idle_ms``.
@@ -56,10 +57,10 @@ from processors.forwarder.bookkeeping import Finished, Held, Recorder
 from processors.forwarder.reader import ForwardReader
 from processors.forwarder.send import AddressGuard, attempt, make_session
 from processors.forwarder.slots import Results, Slots
-from processors.leases import Leases
+from processors.loop import WorkerLoop
 from storage import partner_health
 from storage.keys import FORWARDER_GROUP, Keys
-from storage.redis_client import UNAVAILABLE, ensure_groups, worker_connection
+from storage.redis_client import UNAVAILABLE, worker_connection
 from storage.scripts import Scripts, default_scripts
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ HEALTH_TTL_S = 1.0
 
 class Forwarder:
     """One forwarder process: a Redis-facing main thread and ``concurrency`` delivery threads."""
+
+    group = FORWARDER_GROUP
 
     def __init__(
         self,
@@ -103,7 +106,6 @@ class Forwarder:
             connect=settings.forward_connect_timeout, read=settings.forward_timeout
         )
         self._results = Results()
-        self._stop = threading.Event()
 
         # Every entry this process holds, from read until its bookkeeping is done.
         self._held: dict[tuple[int, str], Held] = {}
@@ -131,29 +133,36 @@ class Forwarder:
         ]
         for thread in self._threads:
             thread.start()
+        self._loop = WorkerLoop(self, self.r, self.keys, settings)
 
     # -- the step ----------------------------------------------------------------------
-    def process_batch(self, block: bool = True) -> int:
+    def process_batch(
+        self, block: bool = True, *, partitions: list[int] | None = None, wait_ms: int | None = None
+    ) -> int:
         """One step: record finished attempts, claim, move due retries, read, dispatch.
 
-        Returns how many attempts (and deferrals) were recorded in this step. With no job
-        held it blocks on the stream (``settings.block_ms``). With jobs in flight it lets
-        their results gather for up to ``BATCH_WAIT_S`` (fewer, larger bookkeeping round
-        trips) while blocking on the stream, so that a job written meanwhile is read and
+        Works ``partitions`` (default: all of them). Returns how many attempts (and
+        deferrals) were recorded in this step. With no job held it blocks on the stream
+        (``wait_ms``, default ``settings.block_ms``). With jobs in flight it lets their
+        results gather for up to ``BATCH_WAIT_S`` (fewer, larger bookkeeping round trips)
+        while blocking on the stream, so that a job written meanwhile is read and
         dispatched at once; a step with no room, or with enough results in, blocks not.
         """
+        if partitions is None:
+            partitions = list(self.keys.all_partitions())
+        budget_ms = self.settings.block_ms if wait_ms is None else wait_ms
         recorded = self._record()
-        entries = self._reader.claim(self.capacity)
+        entries = self._reader.claim(partitions, self.capacity)
         want = max(1, self.concurrency // 2)
-        wait_ms = None
+        block_ms = None
         if block and not entries:
             if not (self._held or recorded):
-                wait_ms = self.settings.block_ms
+                block_ms = budget_ms
             elif self.room() > 0 and self._results.waiting() < want:
-                wait_ms = max(1, min(int(BATCH_WAIT_S * 1000), self.settings.block_ms))
-        entries += self._poll(block_ms=wait_ms)
+                block_ms = max(1, min(int(BATCH_WAIT_S * 1000), budget_ms))
+        entries += self._poll(partitions, block_ms=block_ms)
         self._dispatch(entries)
-        if self._held and wait_ms is None:
+        if self._held and block_ms is None:
             # The delivery threads meanwhile take jobs already waiting in the slots.
             self._wait_for_results(want, BATCH_WAIT_S)
         return recorded
@@ -167,9 +176,9 @@ class Forwarder:
         return bool(self._held)
 
     # -- reading -----------------------------------------------------------------------
-    def _poll(self, block_ms: int | None) -> list[Held]:
+    def _poll(self, partitions: list[int], block_ms: int | None) -> list[Held]:
         """Move due retries, note the config version, read jobs while there is room."""
-        version, entries = self._reader.poll(self.room(), block_ms)
+        version, entries = self._reader.poll(partitions, self.room(), block_ms)
         if version != self._config_version:
             self._config_version = version
             self._partners.clear()
@@ -418,43 +427,30 @@ class Forwarder:
                 log.info("partner %s resumed", pid)
             self._health[pid] = (now, health)
 
-    # -- the loop ----------------------------------------------------------------------
+    # -- the loop (processors.loop) ---------------------------------------------------
+    def run(self) -> int:
+        """Process batches on this process's partitions until :meth:`stop` or a signal."""
+        log.info("forwarder %s: %d deliveries in flight at most", self.consumer, self.concurrency)
+        return self._loop.run()
+
     def stop(self) -> None:
         """Ask :meth:`run` to finish the deliveries in hand and return (signal-safe)."""
-        self._stop.set()
+        self._loop.stop()
 
-    def run(self) -> None:
-        """Process batches until :meth:`stop`; ride out Redis outages with backoff."""
-        backoff = Backoff()
-        groups_ready = False
-        log.info("forwarder %s: %d deliveries in flight at most", self.consumer, self.concurrency)
-        self._reader.leases = leases = Leases(
-            self.r, self.keys, FORWARDER_GROUP, self.consumer, lease_ms=self.settings.lease_ms
-        )
-        while not self._stop.is_set():
-            try:
-                if not groups_ready:
-                    ensure_groups(self.r, self.keys)
-                    groups_ready = True
-                self.process_batch()
-                backoff.reset()
-            except UNAVAILABLE as exc:
-                delay = backoff.next()
-                log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
-                self._stop.wait(delay)
-            except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # the stream was deleted (or Redis lost its data)
-                    groups_ready = False
-                    continue
-                # BUSY, LOADING, OOM...: Redis answers but cannot serve now.
-                delay = backoff.next()
-                log.error("Redis error (%s); retrying in %.1f s", exc, delay)
-                self._stop.wait(delay)
+    def step(self, partitions: list[int], *, wait_ms: int, stopping: threading.Event) -> None:
+        self.process_batch(partitions=partitions, wait_ms=wait_ms)
+
+    def take_over(self, partition: int, live: set[str]) -> None:
+        self._reader.take_over(partition)  # claimed within the room of the next steps
+
+    def rebalancing(self) -> None:
+        """Nothing to settle: jobs of a partition given up are still recorded here."""
+
+    def reconnected(self) -> None:
+        """Nothing to redo: a job whose bookkeeping was lost stays held and is recorded again."""
+
+    def finish(self) -> None:
         self.drain()
-        try:
-            leases.release_all()  # the others take these partitions over at once
-        except (*UNAVAILABLE, redis.RedisError) as exc:
-            log.warning("leases not released (%s): they lapse by themselves", exc)
 
     def drain(self, timeout: float | None = None) -> None:
         """Hand back waiting jobs, wait for in-flight deliveries and record them."""
