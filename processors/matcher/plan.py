@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import orjson
 
 from core.conversions import conversion_id as make_conversion_id
-from core.entities import SUB_IDS
 from core.money import format_cents
 from core.payload import PartnerDirectory, build_payload
 from core.payouts import OfferPayouts, upstream_cents
@@ -32,8 +31,6 @@ DAY_MS = 86_400_000
 #: Effect flags of plain steps (see core.transitions.Effect.spec).
 NO_ACTION = chr(64)
 FORWARD_ONLY = chr(64 + EFFECT_FLAGS["forward"])
-#: What matching reads of a click (``Click.to_redis``).
-CLICK_FIELDS = ("click_id", "offer_id", "partner_id", "user_id", "created", *SUB_IDS)
 #: The ids a test postback's log entry carries (from its click, else its params).
 LOGGED_IDS = ("click_id", "offer_id", "partner_id", "user_id")
 
@@ -297,12 +294,12 @@ class Planner:
         return segment, recipients
 
 
-def click_from(values: list) -> dict | None:
-    """A click from its HMGET ``CLICK_FIELDS`` values; None when unknown, expired, or
-    still being written (no offer_id yet)."""
-    if values[1] is None:
-        return None
-    return {name: value for name, value in zip(CLICK_FIELDS, values, strict=True) if value}
+def click_from(reply: list | dict) -> dict | None:
+    """A click from its HGETALL reply (``Click.to_redis`` fields: a flat name, value
+    list, or a dict when the read went through a redis-py pipeline after a redirect);
+    None when unknown, expired, or still being written (no offer_id yet)."""
+    click = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+    return click if "offer_id" in click else None
 
 
 def _plain_segment(log_id, at, status, spec, source, ids, log_only, payload=b"", recipients=0):
