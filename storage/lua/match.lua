@@ -427,6 +427,37 @@ local function write_ledger(ledger, values, changed)
     call("HSET", ledger, unpack(sums, 1, n))
   end
 end
+-- A stream id as two numbers (ms, seq); nil when seq is past a double's exact integers.
+local function id_parts(id)
+  local dash = find(id, "-", 1, true)
+  local ms, seq = tonumber(sub(id, 1, dash - 1)), tonumber(sub(id, dash + 1))
+  if seq < 2 ^ 53 then
+    return ms, seq
+  end
+end
+-- The acked entries leave the input stream. Every entry older than the oldest one still
+-- pending has been acked (the group starts at 0 and delivers in id order), and every
+-- entry acked is deleted in the same step as its ack, but for this chunk's. So when the
+-- last entry acked here is older than any still pending, the stream holds nothing else
+-- up to it, and one exact XTRIM MINID removes the chunk's entries (a chunk comes in id
+-- order; were it not, an entry of it newer than the last would stay, acked, until a
+-- later trim passes it: nothing unacked is ever trimmed). Otherwise (an older entry
+-- pending for another consumer, a poison entry waiting) each id goes with XDEL.
+local function remove_acked()
+  local last_ms, last_seq = id_parts(acked[n_acked])
+  local oldest = last_ms and call("XPENDING", stream, group)[2]
+  if oldest then
+    local ms, seq = id_parts(oldest)
+    if not (ms and (ms > last_ms or (ms == last_ms and seq > last_seq))) then
+      last_ms = nil
+    end
+  end
+  if last_ms then
+    call("XTRIM", stream, "MINID", format("%d-%d", last_ms, last_seq + 1))
+  else
+    call("XDEL", stream, unpack(acked, 1, n_acked))
+  end
+end
 if n_acked > 0 then
   write_ledger(points, balances, touched)
   write_ledger(held, held_of, held_touched)
@@ -436,6 +467,6 @@ if n_acked > 0 then
   for outcome, count in pairs(tally) do
     call("HINCRBY", stats, "outcome:" .. outcome, format("%d", count))
   end
-  call("XDEL", stream, unpack(acked, 1, n_acked))
+  remove_acked()
 end
 return table.concat(outcomes, " ")
