@@ -47,15 +47,14 @@ class Store:
 
     # -- sources ---------------------------------------------------------------------
     def add_source(self, source: Source) -> Source:
-        source.created = source.created or now_ms()
-        key = self.keys.source(source.key)
-        if not self.r.hsetnx(key, "key", source.key):
-            raise ValidationError("key", "a source with this key already exists")
-        pipe = self.r.pipeline()
-        pipe.hset(key, mapping=source.to_redis())
-        pipe.sadd(self.keys.sources_index(), source.key)
-        self._bump(pipe)
-        pipe.execute()
+        self._add(
+            self.keys.source(source.key),
+            self.keys.sources_index(),
+            source,
+            source.key,
+            "key",
+            taken="a source with this key already exists",
+        )
         self._copy_source(source.key)
         return source
 
@@ -75,10 +74,7 @@ class Store:
                 raise result
 
     def get_source(self, source_key: str) -> Source:
-        data = self.r.hgetall(self.keys.source(source_key))
-        if not data:
-            raise NotFound(f"source {source_key!r} not found")
-        return Source.from_redis(data)
+        return self._get("source", self.keys.source(source_key), source_key, Source)
 
     def list_sources(self) -> list[Source]:
         return self._list(self.keys.sources_index(), self.keys.source, Source)
@@ -93,7 +89,6 @@ class Store:
 
     # -- offers ----------------------------------------------------------------------
     def add_offer(self, offer: Offer) -> Offer:
-        offer.created = offer.created or now_ms()
         return self._add(
             self.keys.offer(offer.offer_id),
             self.keys.offers_index(),
@@ -103,24 +98,17 @@ class Store:
         )
 
     def get_offer(self, offer_id: str) -> Offer:
-        data = self.r.hgetall(self.keys.offer(offer_id))
-        if not data:
-            raise NotFound(f"offer {offer_id!r} not found")
-        return Offer.from_redis(data)
+        return self._get("offer", self.keys.offer(offer_id), offer_id, Offer)
 
     def list_offers(self) -> list[Offer]:
         return self._list(self.keys.offers_index(), self.keys.offer, Offer)
 
     def update_offer(self, offer_id: str, offer: Offer) -> Offer:
         """Replace an offer's fields with a freshly validated ``offer`` (same id)."""
-        current = self.get_offer(offer_id)
-        offer.created, offer.active = current.created, current.active
-        self._save(self.keys.offer(offer_id), offer.to_redis())
-        return offer
+        return self._replace(self.keys.offer(offer_id), offer, self.get_offer(offer_id))
 
     # -- partners --------------------------------------------------------------------
     def add_partner(self, partner: Partner) -> Partner:
-        partner.created = partner.created or now_ms()
         return self._add(
             self.keys.partner(partner.partner_id),
             self.keys.partners_index(),
@@ -130,19 +118,14 @@ class Store:
         )
 
     def get_partner(self, partner_id: str) -> Partner:
-        data = self.r.hgetall(self.keys.partner(partner_id))
-        if not data:
-            raise NotFound(f"partner {partner_id!r} not found")
-        return Partner.from_redis(data)
+        return self._get("partner", self.keys.partner(partner_id), partner_id, Partner)
 
     def list_partners(self) -> list[Partner]:
         return self._list(self.keys.partners_index(), self.keys.partner, Partner)
 
     def update_partner(self, partner_id: str, partner: Partner) -> Partner:
-        current = self.get_partner(partner_id)
-        partner.created, partner.active = current.created, current.active
-        self._save(self.keys.partner(partner_id), partner.to_redis())
-        return partner
+        """Replace a partner's fields with a freshly validated ``partner`` (same id)."""
+        return self._replace(self.keys.partner(partner_id), partner, self.get_partner(partner_id))
 
     # -- activation (sources by key, offers and partners by id) ----------------------
     def set_active(self, kind: str, record_id: str, active: bool) -> None:
@@ -259,15 +242,31 @@ class Store:
         return conversion_public(data)
 
     # -- helpers ---------------------------------------------------------------------
-    def _add(self, key: str, index: str, record, record_id: str, field_name: str):
-        id_field = field_name
-        if not self.r.hsetnx(key, id_field, record_id):
-            raise ValidationError(field_name, f"{record_id!r} already exists")
+    def _add(
+        self, key: str, index: str, record, record_id: str, field_name: str, *, taken: str = ""
+    ):
+        """Store a new record and index it; ``field_name`` is its id's, ``taken`` the
+        message when that id is in use."""
+        record.created = record.created or now_ms()
+        if not self.r.hsetnx(key, field_name, record_id):
+            raise ValidationError(field_name, taken or f"{record_id!r} already exists")
         pipe = self.r.pipeline()
         pipe.hset(key, mapping=record.to_redis())
         pipe.sadd(index, record_id)
         self._bump(pipe)
         pipe.execute()
+        return record
+
+    def _get(self, kind: str, key: str, record_id: str, cls):
+        data = self.r.hgetall(key)
+        if not data:
+            raise NotFound(f"{kind} {record_id!r} not found")
+        return cls.from_redis(data)
+
+    def _replace(self, key: str, record, current):
+        """Store ``record`` over ``current``, keeping when it was created and whether active."""
+        record.created, record.active = current.created, current.active
+        self._save(key, record.to_redis())
         return record
 
     def _save(self, key: str, mapping: dict[str, str]) -> None:
