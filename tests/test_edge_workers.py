@@ -16,6 +16,7 @@ from core.config import ConfigError, Settings, usable_cpus
 from core.entities import Source
 from scripts.embedded_redis import free_port
 from tests.output import Output
+from tests.procs import child_env, stop
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +45,9 @@ def _until(check, timeout: float = 20.0) -> None:
 
 
 def _start(settings, *argv: str, env: dict | None = None) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "POSTBACK_NAMESPACE": settings.namespace,
-        "POSTBACK_PARTITIONS": str(settings.partitions),
-        **(env or {}),
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "scripts.cli", "edge", "--host", "127.0.0.1", *argv],
-        env=env,
+        env=child_env(settings, **(env or {})),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -92,13 +86,9 @@ def test_workers_share_the_port_a_dead_one_comes_back_and_sigterm_stops_all(
             text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=15).text
             assert _received(text) == 30
     finally:
-        proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=30)
+            code = stop(proc, 30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             lines.close()
     assert code == 0
     _until(lambda: all(_gone(pid) for pid in pids))
