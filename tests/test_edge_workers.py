@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -17,6 +16,7 @@ from core.entities import Source
 from scripts.embedded_redis import free_port
 from tests.output import Output
 from tests.procs import child_env, stop
+from tests.sink import until
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,6 @@ def _gone(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def _until(check, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)  # polling with a deadline
 
 
 def _start(settings, *argv: str, env: dict | None = None) -> subprocess.Popen:
@@ -91,7 +84,7 @@ def test_workers_share_the_port_a_dead_one_comes_back_and_sigterm_stops_all(
         finally:
             lines.close()
     assert code == 0
-    _until(lambda: all(_gone(pid) for pid in pids))
+    until(lambda: all(_gone(pid) for pid in pids), timeout=20, message="every worker gone")
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=2)
 
