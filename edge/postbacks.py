@@ -61,8 +61,8 @@ class Ingest:
 
     A postback goes to the partition of its conversion identity (``storage.keys``); each
     partition holds its own copy of the source record, so the check and the XADD stay
-    one single-slot call. A batch makes one call per partition it touches, all in one
-    pipeline (split per node on a cluster).
+    one single-slot call. A batch makes one call per partition it touches, sent
+    together to every node (``Scripts.run_packed``).
     """
 
     def __init__(self, ctx: EdgeContext) -> None:
