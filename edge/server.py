@@ -110,7 +110,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     # What start-up made (modules, the app, the routes: ~45,000 objects) lives as long as
     # the process; frozen, the collector stops walking it on every full collection (one
-    # took ~20 ms of CPU on the 2-core box, every ~20 batches of 1,000 or ~1,000 GETs).
+    # took ~20 ms of CPU on the 2-core box, and came every ~20 batches of 1,000 items).
     gc.freeze()
     if args.listen_fd is None:
         log.info(
