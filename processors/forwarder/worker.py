@@ -53,7 +53,7 @@ from processors.forwarder.dispatch import Dispatcher
 from processors.forwarder.reader import ForwardReader
 from processors.forwarder.send import AddressGuard, attempt, make_session
 from processors.forwarder.slots import Results, Slots
-from processors.loop import WorkerLoop
+from processors.loop import Stopping, WorkerLoop
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import UNAVAILABLE, worker_connection
 from storage.scripts import Scripts, default_scripts
@@ -235,7 +235,7 @@ class Forwarder:
         """Ask :meth:`run` to finish the deliveries in hand and return (signal-safe)."""
         self._loop.stop()
 
-    def step(self, partitions: list[int], *, wait_ms: int, stopping: threading.Event) -> None:
+    def step(self, partitions: list[int], *, wait_ms: int, stopping: Stopping) -> None:
         self.process_batch(partitions=partitions, wait_ms=wait_ms)
 
     def take_over(self, partition: int, live: set[str]) -> None:

@@ -7,14 +7,13 @@ worker loop (``processors.loop``: leases, signals, backoff, reconnects).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import redis
 
 from core.config import Settings
 from processors.consumer import default_consumer
-from processors.loop import WorkerLoop
+from processors.loop import Stopping, WorkerLoop
 from processors.matcher.holds import HOLD_CHECK_S
 from processors.matcher.step import GROUP, Matcher
 from storage.keys import Keys
@@ -66,7 +65,7 @@ class MatcherWorker:
         self.loop.stop()
 
     # -- the step ----------------------------------------------------------------------
-    def step(self, partitions: list[int], *, wait_ms: int, stopping: threading.Event) -> None:
+    def step(self, partitions: list[int], *, wait_ms: int, stopping: Stopping) -> None:
         matcher = self.matcher
         if not partitions:
             return
