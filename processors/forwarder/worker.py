@@ -276,6 +276,7 @@ class Forwarder:
     def close(self) -> None:
         """Stop the delivery threads (after their current delivery) and the HTTP pool."""
         self._slots.close(len(self._threads))
+        self._reader.close()
         self.session.close()
         if self._own_client:  # a client made here is closed here, its sockets with it
             self.r.close()
