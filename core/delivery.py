@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import orjson
-from requests.utils import requote_uri
 
 from core.dialects import PartnerDialect
 
@@ -117,6 +116,37 @@ class DeliveryRequest:
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
+
+
+_UNRESERVED_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+#: What re-quoting leaves as it is: the URL's reserved characters, and '%' (an escape).
+_SAFE_WITH_PERCENT = "!#$%&'()*+,/:;=?@[]~"
+_SAFE_WITHOUT_PERCENT = "!#$&'()*+,/:;=?@[]~"
+
+
+def requote_uri(uri: str) -> str:
+    """A URL fully and consistently quoted, as ``requests`` sends it (its ``requote_uri``).
+
+    Escapes of unreserved characters are undone (``%41`` → ``A``), other escapes kept,
+    and what may not appear in a URL (spaces, non-ASCII…) is escaped. When the URL holds
+    a bad escape (``%zz``), every ``%`` is escaped instead.
+
+    >>> requote_uri("https://p.example/a b?q=%41%2F&x=é")
+    'https://p.example/a%20b?q=A%2F&x=%C3%A9'
+    """
+    parts = uri.split("%")
+    for i in range(1, len(parts)):
+        escape = parts[i][:2]
+        if len(escape) == 2 and escape.isalnum():
+            try:
+                char = chr(int(escape, 16))
+            except ValueError:
+                return quote(uri, safe=_SAFE_WITHOUT_PERCENT)
+            if char in _UNRESERVED_CHARS:
+                parts[i] = char + parts[i][2:]
+                continue
+        parts[i] = "%" + parts[i]
+    return quote("".join(parts), safe=_SAFE_WITH_PERCENT)
 
 
 def _split_url(url: str) -> tuple[str, str, frozenset[str]]:
