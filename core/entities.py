@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-import socket
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -75,24 +75,63 @@ def check_http_url(field_name: str, value: object) -> str:
     return value
 
 
-def is_private_host(host: str) -> bool:
+#: A host name's addresses, [] when it does not resolve (``storage.dns.resolve_host``).
+Resolver = Callable[[str], Iterable[str]]
+
+
+def is_private_host(host: str, resolve: Resolver | None = None) -> bool:
     """True for loopback, private, link-local and otherwise non-public addresses.
 
-    Host names are resolved; one that resolves to any non-public address counts as
-    private. A name that does not resolve is judged by its text alone.
+    IP literals and local names (``localhost``, ``*.local``…) are judged by their text.
+    Other names are looked up only through ``resolve``: one that resolves to any
+    non-public address counts as private; without a resolver, or when the name does
+    not resolve, it is judged by its text alone (core does no I/O).
     """
     host = host.strip("[]").lower().rstrip(".")  # "localhost." is localhost too
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         return True
+    ip = _ip_literal(host)
+    if ip is not None:
+        return _is_private_ip(ip)
+    if resolve is None:
+        return False
+    for address in resolve(host):
+        try:
+            if _is_private_ip(ipaddress.ip_address(address)):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+_INET_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address if it is written as one, in any form a resolver takes
+    without a look-up: ``2130706433``, ``127.1`` and ``0x7f.0.0.1`` are 127.0.0.1
+    (inet_aton's forms), so none of them slips past as a name."""
     try:
-        return _is_private_ip(ipaddress.ip_address(host))
+        return ipaddress.ip_address(host)
     except ValueError:
         pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (OSError, UnicodeError):
-        return False
-    return any(_is_private_ip(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos)
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_INET_PART.fullmatch(p) for p in parts):
+        return None
+    values = [_inet_number(part) for part in parts]
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = 0
+    for value in head:
+        number = number * 256 + value
+    return ipaddress.IPv4Address(number * 256 ** (4 - len(head)) + last)
+
+
+def _inet_number(part: str) -> int:
+    if part[:2] in ("0x", "0X"):
+        return int(part[2:], 16)
+    return int(part, 8) if part.startswith("0") else int(part)
 
 
 def _is_private_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -112,10 +151,14 @@ def _is_private_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def check_partner_url(value: object, *, allow_private: bool = False) -> str:
+def check_partner_url(
+    value: object, *, allow_private: bool = False, resolve: Resolver | None = None
+) -> str:
+    """An http(s) URL whose host is public unless ``allow_private`` (``resolve``: see
+    :func:`is_private_host`)."""
     url = check_http_url("url", value)
     host = urlsplit(url).hostname or ""
-    if not allow_private and is_private_host(host):
+    if not allow_private and is_private_host(host, resolve):
         raise ValidationError(
             "url",
             f"{host} is a loopback, private or link-local address; "
@@ -444,7 +487,10 @@ class Partner:
         allow_private: bool = False,
         params: object = None,
         status_map: object = None,
+        resolve: Resolver | None = None,
     ) -> Partner:
+        """A validated partner. ``resolve`` looks the URL's host name up (see
+        :func:`is_private_host`); the admin API and ``postback admin`` pass one."""
         check_id("partner_id", partner_id)
         method = str(method or "GET").upper()
         if method not in ("GET", "POST"):
@@ -459,7 +505,7 @@ class Partner:
             params=dialect.params,
             status_map=dialect.status_map,
             partner_id=partner_id,
-            url=check_partner_url(url, allow_private=allow_private),
+            url=check_partner_url(url, allow_private=allow_private, resolve=resolve),
             name=name or partner_id,
             email=email,
             method=method,

@@ -16,6 +16,7 @@ from core.entities import Offer, Partner, Source, ValidationError, check_network
 from core.money import format_cents
 from edge.admin_auth import AdminResource, authorize, bool_param
 from edge.context import EdgeContext
+from storage.dns import resolve_host
 
 # -- request bodies (400 names the field) ------------------------------------------------
 _TEXT_FIELDS = {"name", "key", "secret", "url", "method", "scope", "email", "currency"}
@@ -223,7 +224,7 @@ class Partners(AdminResource):
         partner_id = body.pop("partner_id", None)
         if "url" not in body:
             raise ValidationError("url", "required")
-        partner = Partner.build(partner_id, **body)
+        partner = Partner.build(partner_id, **body, resolve=resolve_host)
         _add(self.ctx.store.add_partner, partner)
         _created(resp, f"/api/admin/partners/{partner.partner_id}", partner)
 
@@ -243,7 +244,7 @@ class PartnerItem(_Activation):
         current = self._get(partner_id)
         fields = {name: getattr(current, name) for name in PARTNER_FIELDS}
         fields.update({k: v for k, v in body.items() if k != "active"})
-        partner = Partner.build(partner_id, **fields)
+        partner = Partner.build(partner_id, **fields, resolve=resolve_host)
         self.ctx.store.update_partner(partner_id, partner)
         if "active" in body:
             self.ctx.store.set_active("partner", partner_id, body["active"])

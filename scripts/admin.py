@@ -20,6 +20,7 @@ import orjson
 from core.config import Settings
 from core.dialects import merge_pairs, parse_pairs
 from core.entities import SUB_IDS, Offer, Partner, Source, ValidationError
+from storage.dns import resolve_host
 from storage.keys import Keys
 from storage.redis_client import connect
 from storage.repositories import Store
@@ -261,6 +262,7 @@ def _partner_add(store: Store, args) -> tuple[dict, str]:
             name=args.name,
             email=args.email,
             allow_private=args.allow_private,
+            resolve=resolve_host,
             **_dialect_of(args),
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import falcon.inspect
@@ -500,3 +501,19 @@ def test_partners_create_change_deactivate(client, app):
         "/api/admin/partners", json={"partner_id": "p1", "url": "https://partner.example.com"}
     )
     assert dup.status_code == 409 and dup.json["error"].startswith("partner_id:")
+
+
+def test_a_partner_name_resolving_to_a_private_address_is_refused(client, monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    body = {"partner_id": "p1", "url": "https://rebind.example/pb"}
+    refused = client.simulate_post("/api/admin/partners", json=body)
+    assert refused.status_code == 400 and refused.json["error"].startswith("url: rebind.example")
+    allowed = client.simulate_post("/api/admin/partners", json={**body, "allow_private": True})
+    assert allowed.status_code == 201

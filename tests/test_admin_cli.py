@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import orjson
 import pytest
 
@@ -227,3 +229,17 @@ def test_conversion_show_names_the_source_and_hides_its_key(admin, store, keys):
     assert "Survey wall" in out and source.key[-4:] in out
     shown = as_json(admin("conversion", "show", "cv0-abc", "--json")[1])
     assert shown["source"] == "Survey wall" and shown["source_key"] == "…" + source.key[-4:]
+
+
+def test_partner_add_refuses_a_name_resolving_to_a_private_address(admin, monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    code, out, err = admin("partner", "add", "p1", "--url", "https://rebind.example/pb")
+    assert code != 0 and out == ""
+    assert err.startswith("postback admin: url: rebind.example is a loopback, private")

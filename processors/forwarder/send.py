@@ -20,6 +20,7 @@ from urllib3 import Timeout
 from core import delivery
 from core.delivery import DeliveryRequest, Outcome
 from core.entities import Partner, is_private_host
+from storage.dns import resolve_host
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class AddressGuard:
         now = time.monotonic()
         cached = self._seen.get(host)
         if cached is None or now - cached[0] > self.ttl_s:
-            cached = (now, is_private_host(host))
+            cached = (now, is_private_host(host, resolve_host))
             self._seen[host] = cached
         if cached[1]:
             raise delivery.PrivateAddressRefused(f"{host} resolves to a private address")
