@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from core.entities import SUB_IDS, ValidationError
+from core.clicks import SUB_IDS
 from core.postback import KNOWN_FIELDS, STATUSES
+from core.validation import ValidationError
 
 #: What a partner may rename: every field of the payload (SPEC §5), extras included.
 PAYLOAD_FIELDS = frozenset(
@@ -152,6 +153,15 @@ class _Dialect:
             return cls()
         data = orjson.loads(text)
         return cls(dict(data.get("params") or {}), dict(data.get("status_map") or {}))
+
+
+def dialect_fields(text: str | None) -> dict[str, dict[str, str]]:
+    """A stored dialect (:meth:`_Dialect.to_json`'s text) as a record's two fields."""
+    data = orjson.loads(text) if text else {}
+    return {
+        "params": dict(data.get("params") or {}),
+        "status_map": dict(data.get("status_map") or {}),
+    }
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The admin HTTP API for configuration (SPEC §7): create, list, change, deactivate and
 activate sources, offers and partners under ``/api/admin/{sources,offers,partners}``.
 
-Validation goes through ``core.entities``, so a bad field gets the same one-line message
-as from ``postback admin``; 400 names the field, 404 an unknown id, 409 a duplicate.
+Validation goes through ``core`` (``core.sources``, ``offers``, ``partners``), so a bad
+field gets the same one-line message as from ``postback admin``; 400 names the field, 404 an unknown id, 409 a duplicate.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from collections.abc import Callable, Iterable
 import falcon
 
 from core.dialects import SourceDialect
-from core.entities import Offer, Partner, Source, ValidationError, check_networks
 from core.money import format_cents
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError, check_networks
 from edge.admin_auth import AdminResource, authorize, bool_param
 from edge.context import EdgeContext
 from storage.dns import resolve_host

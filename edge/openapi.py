@@ -10,7 +10,7 @@ from __future__ import annotations
 import falcon
 import orjson
 
-from core.entities import SUB_IDS
+from core.clicks import SUB_IDS
 from core.postback import STATUSES
 from storage.formats import OUTCOMES
 

@@ -2,7 +2,8 @@
 
 Every subcommand takes ``--json`` and then prints one JSON object (lists: one object with
 the records under the plural name). Amounts are strings with two decimals. Validation is
-``core.entities``'s, so a bad field fails with one line naming it, as on the admin API.
+``core``'s (``core.sources``, ``offers``, ``partners``…), so a bad field fails with one
+line naming it, as on the admin API.
 
     postback admin source add --name "Survey wall"          # prints the new key
     postback admin offer add VBFS6 --revshare 80 --url 'https://offer.example/?c={click_id}'
@@ -17,9 +18,13 @@ import sys
 
 import orjson
 
+from core.clicks import SUB_IDS
 from core.config import Settings
 from core.dialects import merge_pairs, parse_pairs
-from core.entities import SUB_IDS, Offer, Partner, Source, ValidationError
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError
 from storage.dns import resolve_host
 from storage.keys import Keys
 from storage.redis_client import connect

@@ -29,7 +29,7 @@ import requests
 
 from core import delivery
 from core.config import Settings
-from core.entities import Partner
+from core.partners import Partner
 from processors.forwarder.cli import cpu_number, pin_to_cpu
 from processors.forwarder.worker import Forwarder
 from scripts.bench_util import Row, in_threads

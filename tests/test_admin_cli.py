@@ -7,7 +7,7 @@ import socket
 import orjson
 import pytest
 
-from core.entities import Source
+from core.sources import Source
 from scripts.cli import main
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from core.delivery import build_request, verify_signature
 from core.dialects import PartnerDialect, SourceDialect, merge_pairs, parse_pairs
-from core.entities import Partner, Source, ValidationError
+from core.partners import Partner
 from core.postback import PostbackError, validate
+from core.sources import Source
+from core.validation import ValidationError
 
 ADVERTISER = SourceDialect.build(
     {"click_id": "aff_sub", "payout": "sum", "transaction_id": "tid"},

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from core.entities import Source
+from core.sources import Source
 
 
 def test_health(client):

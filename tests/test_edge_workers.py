@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from core.config import ConfigError, Settings, usable_cpus
-from core.entities import Source
+from core.sources import Source
 from scripts.embedded_redis import free_port
 from tests.output import Output
 

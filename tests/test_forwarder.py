@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from core.delivery import verify_signature
-from core.entities import Partner
+from core.partners import Partner
 from storage.keys import FORWARDER_GROUP
 from tests.sink import (  # noqa: F401 - fixtures
     Reply,

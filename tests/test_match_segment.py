@@ -8,7 +8,7 @@ import re
 import pytest
 import redis
 
-from core.entities import Offer
+from core.offers import Offer
 from processors.matcher.plan import SEGMENT_LENGTH, decode_entries
 from processors.matcher.step import Matcher
 from storage.scripts import LUA_DIR

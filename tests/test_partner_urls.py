@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.entities import Partner, ValidationError, check_partner_url, is_private_host
+from core.addresses import check_partner_url, is_private_host
+from core.partners import Partner
+from core.validation import ValidationError
 
 
 @pytest.mark.parametrize(

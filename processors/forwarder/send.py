@@ -18,8 +18,9 @@ from requests.utils import get_encoding_from_headers
 from urllib3 import Timeout
 
 from core import delivery
+from core.addresses import is_private_host
 from core.delivery import DeliveryRequest, Outcome
-from core.entities import Partner, is_private_host
+from core.partners import Partner
 from storage.dns import resolve_host
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from urllib3 import Timeout
 from core import delivery
 from core.config import Settings
 from core.delivery import Outcome
-from core.entities import Partner
+from core.partners import Partner
 from processors.consumer import default_consumer
 from processors.forwarder.bookkeeping import Finished, Held, Recorder
 from processors.forwarder.reader import ForwardReader

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from core.clicks import SUB_IDS
 from core.conversions import conversion_id as make_conversion_id
-from core.entities import SUB_IDS
 from core.money import format_cents
 from core.payload import PartnerDirectory, build_payload
 from core.payouts import OfferPayouts, upstream_cents

@@ -1,0 +1,108 @@
+"""Partners (downstream publishers): where and how conversions are forwarded (SPEC §2, §5)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from core.addresses import Resolver, check_partner_url
+from core.dialects import PartnerDialect, dialect_fields
+from core.flags import is_true
+from core.validation import ValidationError, check_id, without_secret
+
+
+@dataclass
+class Partner:
+    partner_id: str
+    url: str
+    name: str = ""
+    email: str = ""
+    method: str = "GET"
+    scope: str = "own"  # own | all
+    secret: str = ""
+    active: bool = True
+    allow_private: bool = False
+    created: int = 0
+    #: The partner's own names ``{field: name}`` and status values ``{status: value}``.
+    params: dict[str, str] = field(default_factory=dict)
+    status_map: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        partner_id: str,
+        *,
+        url: str,
+        method: str = "GET",
+        scope: str = "own",
+        secret: str = "",
+        name: str = "",
+        email: str = "",
+        allow_private: bool = False,
+        params: object = None,
+        status_map: object = None,
+        resolve: Resolver | None = None,
+    ) -> Partner:
+        """A validated partner. ``resolve`` looks the URL's host name up (see
+        :func:`is_private_host`); the admin API and ``postback admin`` pass one."""
+        check_id("partner_id", partner_id)
+        method = str(method or "GET").upper()
+        if method not in ("GET", "POST"):
+            raise ValidationError("method", "must be GET or POST")
+        scope = str(scope or "own").lower()
+        if scope not in ("own", "all"):
+            raise ValidationError("scope", "must be own or all")
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            raise ValidationError("email", f"{email!r} is not an email address")
+        dialect = PartnerDialect.build(params, status_map)
+        return cls(
+            params=dialect.params,
+            status_map=dialect.status_map,
+            partner_id=partner_id,
+            url=check_partner_url(url, allow_private=allow_private, resolve=resolve),
+            name=name or partner_id,
+            email=email,
+            method=method,
+            scope=scope,
+            secret=secret or "",
+            allow_private=allow_private,
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "partner_id": self.partner_id,
+            "url": self.url,
+            "name": self.name,
+            "email": self.email,
+            "method": self.method,
+            "scope": self.scope,
+            "secret": self.secret,
+            "active": "1" if self.active else "0",
+            "allow_private": "1" if self.allow_private else "0",
+            "created": str(self.created),
+            "dialect": self.dialect.to_json(),
+        }
+
+    @property
+    def dialect(self):
+        """The partner's :class:`core.dialects.PartnerDialect`."""
+        return PartnerDialect(self.params, self.status_map)
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> Partner:
+        return cls(
+            partner_id=data["partner_id"],
+            url=data.get("url", ""),
+            name=data.get("name", ""),
+            email=data.get("email", ""),
+            method=data.get("method", "GET"),
+            scope=data.get("scope", "own"),
+            secret=data.get("secret", ""),
+            active=is_true(data.get("active", "0")),
+            allow_private=is_true(data.get("allow_private", "0")),
+            created=int(data.get("created") or 0),
+            **dialect_fields(data.get("dialect")),
+        )
+
+    def public(self) -> dict:
+        return without_secret(self)
