@@ -12,8 +12,12 @@ from core.validation import ValidationError, check_networks, without_secret
 
 
 def new_source_key() -> str:
-    """24 random URL-safe characters."""
-    return secrets.token_urlsafe(18)
+    """24 random URL-safe characters, the first never ``-`` (which a command line would
+    take for an option: ``postback admin source deactivate -Xy…``)."""
+    while True:
+        key = secrets.token_urlsafe(18)
+        if not key.startswith("-"):
+            return key
 
 
 @dataclass

@@ -243,3 +243,11 @@ def test_partner_add_refuses_a_name_resolving_to_a_private_address(admin, monkey
     code, out, err = admin("partner", "add", "p1", "--url", "https://rebind.example/pb")
     assert code != 0 and out == ""
     assert err.startswith("postback admin: url: rebind.example is a loopback, private")
+
+
+def test_a_generated_key_never_looks_like_an_option(monkeypatch):
+    from core import sources
+
+    drawn = iter(["-starts-with-a-dash-xyzw", "Ok-key_starting-with-O01"])
+    monkeypatch.setattr(sources.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert sources.new_source_key() == "Ok-key_starting-with-O01"
