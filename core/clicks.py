@@ -4,42 +4,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from core.records import Record, spread
+
 SUB_IDS = ("sub1", "sub2", "sub3", "sub4", "sub5")
 
 
 @dataclass
-class Click:
+class Click(Record):
     click_id: str
     offer_id: str
     partner_id: str
     user_id: str
     ip: str = ""
     created: int = 0
-    subs: dict[str, str] = field(default_factory=dict)
-
-    def to_redis(self) -> dict[str, str]:
-        out = {
-            "click_id": self.click_id,
-            "offer_id": self.offer_id,
-            "partner_id": self.partner_id,
-            "user_id": self.user_id,
-            "ip": self.ip,
-            "created": str(self.created),
-        }
-        out.update({k: v for k, v in self.subs.items() if v})
-        return out
-
-    @classmethod
-    def from_redis(cls, data: dict[str, str]) -> Click:
-        return cls(
-            click_id=data["click_id"],
-            offer_id=data.get("offer_id", ""),
-            partner_id=data.get("partner_id", ""),
-            user_id=data.get("user_id", ""),
-            ip=data.get("ip", ""),
-            created=int(data.get("created") or 0),
-            subs={k: data[k] for k in SUB_IDS if data.get(k)},
-        )
+    #: Stored as hash fields of their own, ``sub1``..``sub5``.
+    subs: dict[str, str] = field(default_factory=dict, metadata=spread(SUB_IDS))
 
     def public(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "subs"}

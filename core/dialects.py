@@ -139,29 +139,13 @@ class _Dialect:
     def __bool__(self) -> bool:
         return bool(self.params or self.status_map)
 
-    def to_json(self) -> str:
-        """The stored form ("" when the names are ours), canonical so that the edge's
-        cached copy of a source's compares equal to Redis's (storage/lua/ingest.lua)."""
-        if not self:
-            return ""
-        data = {"params": self.params, "status_map": self.status_map}
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
-
     @classmethod
     def from_json(cls, text: str):
+        """From a record's stored ``dialect`` field (``core.records.stored_in``)."""
         if not text:
             return cls()
         data = orjson.loads(text)
         return cls(dict(data.get("params") or {}), dict(data.get("status_map") or {}))
-
-
-def dialect_fields(text: str | None) -> dict[str, dict[str, str]]:
-    """A stored dialect (:meth:`_Dialect.to_json`'s text) as a record's two fields."""
-    data = orjson.loads(text) if text else {}
-    return {
-        "params": dict(data.get("params") or {}),
-        "status_map": dict(data.get("status_map") or {}),
-    }
 
 
 @dataclass(frozen=True)

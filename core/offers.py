@@ -6,10 +6,8 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import orjson
-
-from core.flags import is_true
 from core.money import AmountError, format_cents, parse_amount, parse_percent, to_cents
+from core.records import Record
 from core.validation import ValidationError, check_currency, check_http_url, check_id
 
 
@@ -85,7 +83,7 @@ def parse_hold(value: object, field_name: str = "hold_s") -> int:
 
 
 @dataclass
-class Offer:
+class Offer(Record):
     offer_id: str
     name: str = ""
     payout_model: str = "revshare"  # revshare | fixed
@@ -137,24 +135,6 @@ class Offer:
             raise ValidationError("window_days", "must be from 1 to 3650")
         return offer
 
-    def to_redis(self) -> dict[str, str]:
-        return {
-            "offer_id": self.offer_id,
-            "name": self.name,
-            "payout_model": self.payout_model,
-            "revshare_percent": "" if self.revshare_percent is None else str(self.revshare_percent),
-            "fixed_cents": "" if self.fixed_cents is None else str(self.fixed_cents),
-            "currency": self.currency,
-            "url": self.url,
-            "window_days": str(self.window_days),
-            "active": "1" if self.active else "0",
-            "created": str(self.created),
-            "goals": orjson.dumps(self.goals, option=orjson.OPT_SORT_KEYS).decode()
-            if self.goals
-            else "",
-            "hold_s": str(self.hold_s),
-        }
-
     def with_goal(self, goal: str, *, revshare: object = None, fixed: object = None) -> Offer:
         """This offer with ``goal``'s own payout model set (replacing any it had)."""
         name = check_goal_name(goal)
@@ -162,25 +142,6 @@ class Offer:
         goals[name] = check_payout_model(f"goals.{name}", revshare, fixed)
         self.goals = goals
         return self
-
-    @classmethod
-    def from_redis(cls, data: dict[str, str]) -> Offer:
-        return cls(
-            offer_id=data["offer_id"],
-            name=data.get("name", ""),
-            payout_model=data.get("payout_model", "revshare"),
-            revshare_percent=Decimal(data["revshare_percent"])
-            if data.get("revshare_percent")
-            else None,
-            fixed_cents=int(data["fixed_cents"]) if data.get("fixed_cents") else None,
-            currency=data.get("currency", "USD"),
-            url=data.get("url", ""),
-            window_days=int(data.get("window_days") or 30),
-            active=is_true(data.get("active", "0")),
-            created=int(data.get("created") or 0),
-            goals=orjson.loads(data["goals"]) if data.get("goals") else {},
-            hold_s=int(data.get("hold_s") or 0),
-        )
 
     def public(self) -> dict:
         return {

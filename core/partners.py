@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass, field
 
 from core.addresses import Resolver, check_partner_url
-from core.dialects import PartnerDialect, dialect_fields
-from core.flags import is_true
+from core.dialects import PartnerDialect
+from core.records import Record, stored_in
 from core.validation import ValidationError, check_id, without_secret
 
 
 @dataclass
-class Partner:
+class Partner(Record):
     partner_id: str
     url: str
     name: str = ""
@@ -24,8 +24,9 @@ class Partner:
     allow_private: bool = False
     created: int = 0
     #: The partner's own names ``{field: name}`` and status values ``{status: value}``.
-    params: dict[str, str] = field(default_factory=dict)
-    status_map: dict[str, str] = field(default_factory=dict)
+    #: Stored together as one field, "dialect" (see ``core.records.stored_in``).
+    params: dict[str, str] = field(default_factory=dict, metadata=stored_in("dialect"))
+    status_map: dict[str, str] = field(default_factory=dict, metadata=stored_in("dialect"))
 
     @classmethod
     def build(
@@ -68,41 +69,10 @@ class Partner:
             allow_private=allow_private,
         )
 
-    def to_redis(self) -> dict[str, str]:
-        return {
-            "partner_id": self.partner_id,
-            "url": self.url,
-            "name": self.name,
-            "email": self.email,
-            "method": self.method,
-            "scope": self.scope,
-            "secret": self.secret,
-            "active": "1" if self.active else "0",
-            "allow_private": "1" if self.allow_private else "0",
-            "created": str(self.created),
-            "dialect": self.dialect.to_json(),
-        }
-
     @property
     def dialect(self):
         """The partner's :class:`core.dialects.PartnerDialect`."""
         return PartnerDialect(self.params, self.status_map)
-
-    @classmethod
-    def from_redis(cls, data: dict[str, str]) -> Partner:
-        return cls(
-            partner_id=data["partner_id"],
-            url=data.get("url", ""),
-            name=data.get("name", ""),
-            email=data.get("email", ""),
-            method=data.get("method", "GET"),
-            scope=data.get("scope", "own"),
-            secret=data.get("secret", ""),
-            active=is_true(data.get("active", "0")),
-            allow_private=is_true(data.get("allow_private", "0")),
-            created=int(data.get("created") or 0),
-            **dialect_fields(data.get("dialect")),
-        )
 
     def public(self) -> dict:
         return without_secret(self)

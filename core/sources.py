@@ -6,8 +6,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from core.dialects import SourceDialect, dialect_fields
-from core.flags import is_true
+from core.dialects import SourceDialect
+from core.records import Record, stored_in
 from core.validation import ValidationError, check_networks, without_secret
 
 
@@ -21,7 +21,7 @@ def new_source_key() -> str:
 
 
 @dataclass
-class Source:
+class Source(Record):
     key: str
     name: str
     active: bool = True
@@ -29,8 +29,9 @@ class Source:
     secret: str = ""
     created: int = 0
     #: Parameter aliases ``{field: name the source sends}`` and status map ``{value: status}``.
-    params: dict[str, str] = field(default_factory=dict)
-    status_map: dict[str, str] = field(default_factory=dict)
+    #: Stored together as one field, "dialect" (see ``core.records.stored_in``).
+    params: dict[str, str] = field(default_factory=dict, metadata=stored_in("dialect"))
+    status_map: dict[str, str] = field(default_factory=dict, metadata=stored_in("dialect"))
 
     @classmethod
     def build(
@@ -65,31 +66,6 @@ class Source:
     def dialect(self):
         """The source's :class:`core.dialects.SourceDialect`."""
         return SourceDialect(self.params, self.status_map)
-
-    def to_redis(self) -> dict[str, str]:
-        return {
-            "key": self.key,
-            "name": self.name,
-            "active": "1" if self.active else "0",
-            "allow": ",".join(self.allow),
-            "secret": self.secret,
-            "created": str(self.created),
-            # One field, canonical JSON, "" for none: the ingest script compares it with
-            # the edge's cached copy (storage/lua/ingest.lua).
-            "dialect": self.dialect.to_json(),
-        }
-
-    @classmethod
-    def from_redis(cls, data: dict[str, str]) -> Source:
-        return cls(
-            key=data["key"],
-            name=data.get("name", ""),
-            active=is_true(data.get("active", "0")),
-            allow=[a for a in data.get("allow", "").split(",") if a],
-            secret=data.get("secret", ""),
-            created=int(data.get("created") or 0),
-            **dialect_fields(data.get("dialect")),
-        )
 
     def public(self) -> dict:
         """The fields shown by ``--json`` and the admin API (the secret stays hidden)."""

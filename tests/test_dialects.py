@@ -60,7 +60,8 @@ def test_an_unmapped_unknown_status_is_still_refused():
 def test_no_dialect_changes_nothing():
     params = {"aff_sub": "C1", "click_id": "C2", "status": "1"}
     assert SourceDialect().apply(params) == params
-    assert not SourceDialect() and SourceDialect().to_json() == ""
+    assert not SourceDialect()
+    assert Source.build(name="S").to_redis()["dialect"] == ""  # stored as nothing at all
 
 
 @pytest.mark.parametrize(
