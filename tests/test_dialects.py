@@ -7,10 +7,11 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import pytest
 
-from core.delivery import build_request, verify_signature
+from core.delivery_request import build_request
 from core.dialects import PartnerDialect, SourceDialect, merge_pairs, parse_pairs
 from core.partners import Partner
 from core.postback import PostbackError, validate
+from core.signature import verify_signature
 from core.sources import Source
 from core.validation import ValidationError
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from core.delivery import verify_signature
 from core.partners import Partner
+from core.signature import verify_signature
 from storage.keys import FORWARDER_GROUP
 from tests.sink import (  # noqa: F401 - fixtures
     Reply,

@@ -10,7 +10,7 @@ import requests.utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.delivery import build_request, requote_uri
+from core.delivery_request import build_request, requote_uri
 
 TRICKY = [
     "https://p.example/pb",

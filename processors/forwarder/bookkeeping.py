@@ -15,7 +15,8 @@ import orjson
 import redis
 
 from core import delivery
-from core.delivery import DeliveryRequest, Outcome
+from core.delivery import Outcome
+from core.delivery_request import DeliveryRequest
 from core.partners import Partner
 from storage.formats import LATENCY_BUCKETS_MS
 from storage.keys import FORWARDER_GROUP, Keys
