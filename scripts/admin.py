@@ -287,10 +287,13 @@ def _click_add(store: Store, args) -> tuple[dict, str]:
 
 
 def _user_show(store: Store, args) -> tuple[dict, str]:
+    """``4.00 points`` (and ``(held: 2.00)``). Points are their own unit, not money: one
+    point per 1.00 of partner payout whatever the offer's currency (SPEC §2), so the line
+    names the unit rather than a currency the points do not have."""
     user = store.user(args.user_id)
     if user["held"] != "0.00":
-        return user, f"{user['points']} (held: {user['held']})"
-    return user, user["points"]
+        return user, f"{user['points']} points (held: {user['held']})"
+    return user, f"{user['points']} points"
 
 
 def _conversion_show(store: Store, args) -> tuple[dict, str]:

@@ -187,7 +187,7 @@ def test_deactivate_and_activate_take_effect_at_once(admin, store):
 
 def test_user_show_prints_points_with_two_decimals(admin, store, keys):
     store.r.hincrby(keys.points(0), "u1", 400)
-    assert admin("user", "show", "u1")[1].strip() == "4.00"
+    assert admin("user", "show", "u1")[1].strip() == "4.00 points"
     assert as_json(admin("user", "show", "u1", "--json")[1]) == {
         "user_id": "u1",
         "points": "4.00",
