@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 from core.config import Settings
 from core.sources import Source
 from edge.app import create_app
-from edge.openapi import build_document
+from edge.openapi import load_document
 from storage.redis_client import delete_namespace
 from tests import conftest
 
@@ -41,7 +41,7 @@ def edge_wsgi(environ, start_response):
     return _edge[0](environ, start_response)
 
 
-schema = schemathesis.openapi.from_dict(build_document())
+schema = schemathesis.openapi.from_dict(load_document())
 schema.app = edge_wsgi
 
 
@@ -50,7 +50,7 @@ def source():
     namespace = "t" + uuid.uuid4().hex[:12]
     app = create_app(Settings(redis_url=conftest.REDIS_URL, namespace=namespace, admin_token=TOKEN))
     served = testing.TestClient(app).simulate_get("/openapi.json")
-    assert orjson.loads(served.content) == orjson.loads(orjson.dumps(build_document()))
+    assert orjson.loads(served.content) == orjson.loads(orjson.dumps(load_document()))
     _edge.append(app)
     try:
         yield app.ctx.store.add_source(Source.build(name="fuzzed"))
