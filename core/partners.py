@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from core.addresses import Resolver, check_partner_url
 from core.dialects import PartnerDialect
 from core.records import Record, stored_in
-from core.validation import ValidationError, check_id, without_secret
+from core.validation import ValidationError, check_id
 
 
 @dataclass
@@ -75,4 +75,7 @@ class Partner(Record):
         return PartnerDialect(self.params, self.status_map)
 
     def public(self) -> dict:
-        return without_secret(self)
+        """The fields shown by ``--json`` and the admin API: ``has_secret``, never the secret."""
+        out = asdict(self)
+        out["has_secret"] = bool(out.pop("secret"))
+        return out

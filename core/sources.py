@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from core.dialects import SourceDialect
 from core.records import Record, stored_in
-from core.validation import ValidationError, check_networks, without_secret
+from core.validation import ValidationError, check_networks
 
 
 def new_source_key() -> str:
@@ -26,7 +26,6 @@ class Source(Record):
     name: str
     active: bool = True
     allow: list[str] = field(default_factory=list)
-    secret: str = ""
     created: int = 0
     #: Parameter aliases ``{field: name the source sends}`` and status map ``{value: status}``.
     #: Stored together as one field, "dialect" (see ``core.records.stored_in``).
@@ -40,7 +39,6 @@ class Source(Record):
         name: str,
         key: str | None = None,
         allow_ip=(),
-        secret: str = "",
         params: object = None,
         status_map: object = None,
     ) -> Source:
@@ -57,7 +55,6 @@ class Source(Record):
             key=key,
             name=str(name).strip(),
             allow=check_networks(list(allow_ip)),
-            secret=secret,
             params=dialect.params,
             status_map=dialect.status_map,
         )
@@ -68,5 +65,5 @@ class Source(Record):
         return SourceDialect(self.params, self.status_map)
 
     def public(self) -> dict:
-        """The fields shown by ``--json`` and the admin API (the secret stays hidden)."""
-        return without_secret(self)
+        """The fields shown by ``--json`` and the admin API."""
+        return asdict(self)

@@ -7,7 +7,6 @@ gets the same one-line error from either.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from urllib.parse import urlsplit
 
 from core.networks import parse_networks
@@ -63,10 +62,3 @@ def check_http_url(field_name: str, value: object) -> str:
     except ValueError:
         raise ValidationError(field_name, "has a malformed port") from None
     return value
-
-
-def without_secret(record) -> dict:
-    """A record's fields for people: ``has_secret`` instead of the secret itself."""
-    out = asdict(record)
-    out["has_secret"] = bool(out.pop("secret"))
-    return out

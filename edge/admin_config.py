@@ -102,12 +102,11 @@ class Sources(AdminResource):
         resp.media = _listing(req, self.ctx.store.list_sources(), "sources")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = json_body(req, ("name", "key", "allow_ip", "allow", "secret", *DIALECT_FIELDS))
+        body = json_body(req, ("name", "key", "allow_ip", "allow", *DIALECT_FIELDS))
         source = Source.build(
             name=body.get("name", ""),
             key=body.get("key"),
             allow_ip=_allow_ip_of(body) or [],
-            secret=body.get("secret", ""),
             params=body.get("params"),
             status_map=body.get("status_map"),
         )
@@ -126,7 +125,7 @@ class SourceItem(_Activation):
         resp.media = self._get(key).public()
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        body = json_body(req, ("name", "allow_ip", "allow", "secret", "active", *DIALECT_FIELDS))
+        body = json_body(req, ("name", "allow_ip", "allow", "active", *DIALECT_FIELDS))
         changes: dict = {}
         if "name" in body:
             if not body["name"].strip():
@@ -135,8 +134,6 @@ class SourceItem(_Activation):
         allow = _allow_ip_of(body)
         if allow is not None:
             changes["allow"] = check_networks(allow)
-        if "secret" in body:
-            changes["secret"] = body["secret"]
         current = self._get(key)  # 404 before any write
         if any(name in body for name in DIALECT_FIELDS):
             # Each given object replaces the source's; the other is kept.

@@ -51,7 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="CIDR",
         help="caller addresses allowed (repeat); none = any",
     )
-    add.add_argument("--secret", default="", help="optional signing secret")
     _dialect_options(add, "source")
     change = source.add_parser("set", parents=[common], help="change a source; at once")
     change.add_argument("key", metavar="KEY")
@@ -187,7 +186,6 @@ def _source_add(store: Store, args) -> tuple[dict, str]:
             name=args.name,
             key=args.key,
             allow_ip=args.allow_ip,
-            secret=args.secret,
             **_dialect_of(args),
         )
     )

@@ -324,7 +324,8 @@ def test_sources_create_list_change_deactivate(client, app):
     assert created.status_code == 201
     key = created.json["key"]
     assert len(key) >= 16 and created.headers["Location"] == f"/api/admin/sources/{key}"
-    assert created.json["allow"] == ["10.0.0.0/8"] and created.json["has_secret"] is False
+    assert created.json["allow"] == ["10.0.0.0/8"]
+    assert "secret" not in created.json and "has_secret" not in created.json  # SPEC §2: none
 
     listing = client.simulate_get("/api/admin/sources").json
     assert [s["key"] for s in listing["sources"]] == [key] and listing["total"] == 1
@@ -358,6 +359,7 @@ def test_sources_create_list_change_deactivate(client, app):
         ("POST", "/api/admin/sources", {"name": "W", "key": "short"}, 400, "key"),
         ("POST", "/api/admin/sources", {"name": "W", "colour": "red"}, 400, "colour"),
         ("POST", "/api/admin/sources", ["not", "an", "object"], 400, "body"),
+        ("POST", "/api/admin/sources", {"name": "W", "secret": "s"}, 400, "secret"),  # none
         ("POST", "/api/admin/offers", {"offer_id": "O1"}, 400, "payout"),
         ("POST", "/api/admin/offers", {"offer_id": "O1", "revshare": 120}, 400, "revshare"),
         ("POST", "/api/admin/offers", {"offer_id": "O1", "fixed": "-1"}, 400, "fixed"),

@@ -60,7 +60,6 @@ GOLDEN = [
             "name": "Survey wall",
             "active": "0",
             "allow": "10.0.0.0/8,2001:db8::/32",
-            "secret": "",
             "created": "1714000000000",
             "dialect": '{"params":{"click_id":"aff_sub","payout":"sum"},"status_map":{"1":"approved"}}',
         },
@@ -72,7 +71,6 @@ GOLDEN = [
             "name": "Plain",
             "active": "1",
             "allow": "",
-            "secret": "",
             "created": "0",
             "dialect": "",
         },
@@ -268,7 +266,7 @@ def test_missing_and_empty_fields_read_as_the_defaults():
 
 
 def test_unknown_hash_fields_are_ignored():
-    stored = {**SOURCE.to_redis(), "retired_field": "x"}
+    stored = {**SOURCE.to_redis(), "secret": "a source secret an older version stored"}
     assert Source.from_redis(stored) == SOURCE
 
 
