@@ -27,6 +27,7 @@ import redis
 
 from storage.keys import Keys
 from storage.scripts import default_scripts
+from storage.stream_reader import id_ms, id_order, read_range
 
 KINDS = ("delivery", "postback")
 CHUNK = 500
@@ -44,7 +45,7 @@ def _decode(entry_id: str, partition: int, fields: dict[str, str]) -> dict:
         "partner_id": fields.get("partner_id", ""),
         "log_id": fields.get("log_id", ""),
         "error": fields.get("error", ""),
-        "time": int(fields.get("time") or entry_id.split("-")[0]),
+        "time": int(fields.get("time") or id_ms(entry_id)),
         "data": data,
     }
 
@@ -58,18 +59,9 @@ def _matches(letter: dict, partner: str | None, kind: str | None) -> bool:
 def _scan(
     client: redis.Redis, stream: str, partition: int, *, newest_first: bool
 ) -> Iterator[dict]:
-    """A dead-letter stream, a chunk at a time."""
-    bound = "+" if newest_first else "-"
-    while True:
-        if newest_first:
-            chunk = client.xrevrange(stream, max=bound, min="-", count=CHUNK)
-        else:
-            chunk = client.xrange(stream, min=bound, max="+", count=CHUNK)
-        for entry_id, fields in chunk:
-            yield _decode(entry_id, partition, fields)
-        if len(chunk) < CHUNK:
-            return
-        bound = "(" + chunk[-1][0]
+    """A dead-letter stream, a chunk at a time, decoded."""
+    for entry_id, fields in read_range(client, stream, newest_first=newest_first, chunk=CHUNK):
+        yield _decode(entry_id, partition, fields)
 
 
 def _check_kind(kind: str | None) -> None:
@@ -96,7 +88,7 @@ def list_dead_letters(
     streams = [
         _scan(client, keys.dead_letters(n), n, newest_first=True) for n in keys.all_partitions()
     ]
-    merged = heapq.merge(*streams, key=lambda letter: _sort_key(letter["id"]), reverse=True)
+    merged = heapq.merge(*streams, key=lambda letter: id_order(letter["id"]), reverse=True)
     out = []
     for letter in merged:
         if _matches(letter, partner, kind):
@@ -104,11 +96,6 @@ def list_dead_letters(
             if len(out) >= limit:
                 break
     return out
-
-
-def _sort_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def replay(
