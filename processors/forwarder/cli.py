@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 
 from core.config import Settings
 from processors.consumer import default_consumer
 from processors.forwarder.worker import Forwarder
-from storage.redis_client import ensure_groups, worker_connection
+from storage.redis_client import worker_connection
 
 log = logging.getLogger("postback.forwarder")
 
@@ -96,14 +95,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         consumer=args.consumer or default_consumer(),
         concurrency=args.concurrency,
     )
-    ensure_groups(client, forwarder.keys)
-
-    def on_signal(signum, _frame) -> None:
-        log.info("%s: finishing the deliveries in hand", signal.Signals(signum).name)
-        forwarder.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     log.info(
         "forwarder %s started: %d partition(s), concurrency %d, %d per partner%s",
         forwarder.consumer,
@@ -113,8 +104,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         "" if args.cpu is None else f", on CPU {args.cpu}",
     )
     try:
-        forwarder.run()
+        code = forwarder.run()  # SIGTERM/SIGINT: the deliveries in hand finish (processors.loop)
     finally:
         forwarder.close()
     log.info("forwarder %s stopped", forwarder.consumer)
-    return 0
+    return code

@@ -1,7 +1,7 @@
 """Reading forward jobs for one consumer of the ``forwarder`` group.
 
-The partitions read are those the process holds leases on (``processors.leases``), or
-all of them without leases (tests calling the step). At start, and on taking a
+The partitions read are those the caller passes: the ones the process holds leases on
+(``processors.loop``), or all of them (tests calling the step). At start, and on taking a
 partition over, the consumer's own pending entries (left by a previous run under the same
 name) are read first, from ID 0, then new ones (``>``). Entries idle longer than
 ``claim_idle_ms`` (their consumer died) are claimed with XAUTOCLAIM, looping to cursor
@@ -20,7 +20,7 @@ import redis
 from core import delivery
 from core.config import Settings
 from processors.forwarder.bookkeeping import Held
-from processors.leases import Leases, live_members, orphans
+from processors.leases import live_members, orphans
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import is_cluster
 from storage.scripts import Scripts
@@ -57,12 +57,12 @@ class ForwardReader:
         self._claim_cursor: dict[int, str] = {n: "0-0" for n in keys.all_partitions()}
         self._next_claim = 0.0
         self._turn = 0
-        #: Set by the forwarder's loop (``processors.leases``); None: every partition.
-        self.leases: Leases | None = None
         self._taking_over: set[int] = set()
         self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
 
-    def poll(self, room: int, block_ms: int | None) -> tuple[int, list[Held]]:
+    def poll(
+        self, partitions: list[int], room: int, block_ms: int | None
+    ) -> tuple[int, list[Held]]:
         """One round trip: move due retries, read the config version, read jobs if there is room.
 
         Each partition is read with its own XREADGROUP (one stream, one slot). Returns the
@@ -70,8 +70,7 @@ class ForwardReader:
         ``block_ms`` is given, blocks on one partition (in turn) for a share of it; never
         while own pending entries remain.
         """
-        partitions = self.partitions()
-        if not partitions and block_ms:  # more forwarders than partitions: wait for a share
+        if not partitions and block_ms:  # none held (jobs still are): pause as a read would
             time.sleep(block_ms / 1000)
         now = int(time.time() * 1000)
         calls = [
@@ -97,8 +96,6 @@ class ForwardReader:
             and not any(got.values())
             and all(self._own_cursor.get(n) == ">" for n in reading)
         ):
-            if self.leases is not None:  # never block past a lease renewal
-                block_ms = min(block_ms, self.leases.lease_ms // 4)
             if is_cluster(self.r):  # one slot per read: each partition in turn
                 n = reading[self._turn % len(reading)]
                 self._turn += 1
@@ -114,12 +111,6 @@ class ForwardReader:
                 # An empty answer: this partition's own pending entries are done.
                 self._own_cursor[n] = entries[-1][0] if entries else ">"
         return version, held
-
-    def partitions(self) -> list[int]:
-        """The partitions this reader works: those it holds leases on, or all without."""
-        if self.leases is None:
-            return list(self.keys.all_partitions())
-        return sorted(self.leases.held)
 
     def _read_all(self, partitions: list[int], count: int, block_ms: int) -> dict[int, list]:
         """One blocking XREADGROUP of new jobs over every partition's stream (single Redis)."""
@@ -158,30 +149,25 @@ class ForwardReader:
             self.r.xack(self.keys.forward_stream(n), FORWARDER_GROUP, *gone)
         return held
 
-    def refresh_leases(self) -> None:
-        """With leases: renew and rebalance when due; a partition taken over is read from
-        its own pending entries (ID 0) and has a dead holder's pending entries claimed."""
-        if self.leases is None or not self.leases.due():
-            return
-        gained, _ = self.leases.refresh()
-        for n in gained:
-            self._own_cursor[n] = "0"
-            self._taking_over.add(n)
+    def take_over(self, n: int) -> None:
+        """A partition whose lease was just taken: it is read from its own pending entries
+        (ID 0), and a dead holder's pending entries are claimed from the next step on."""
+        self._own_cursor[n] = "0"
+        self._taking_over.add(n)
 
-    def claim(self, capacity: int) -> list[Held]:
+    def claim(self, partitions: list[int], capacity: int) -> list[Held]:
         """Entries idle longer than ``claim_idle_ms`` (their consumer died), looping to 0-0,
         and, on a partition just taken over, every entry of a consumer no longer live.
 
         Claims while fewer than ``capacity`` jobs are held. Our own held entries come
         back too, which keeps them from looking idle to others.
         """
-        self.refresh_leases()
         held = self._take_over(capacity) if self._taking_over else []
         now = time.monotonic()
         if now < self._next_claim:
             return held
         self._heartbeat()
-        for n in self.partitions():
+        for n in partitions:
             cursor = self._claim_cursor.get(n, "0-0")
             while (room := capacity - len(self.held)) > 0:
                 cursor, entries, *_ = self.r.xautoclaim(
@@ -196,13 +182,15 @@ class ForwardReader:
                 if cursor == "0-0":
                     break
             self._claim_cursor[n] = cursor
-        if all(self._claim_cursor.get(n, "0-0") == "0-0" for n in self.partitions()):
+        if all(self._claim_cursor.get(n, "0-0") == "0-0" for n in partitions):
             self._next_claim = now + self.claim_every_s
         if held:
             log.info("claimed %d forward jobs left by other consumers", len(held))
         return held
 
     def _take_over(self, capacity: int) -> list[Held]:
+        """Claim, while there is room, what consumers no longer live left pending on the
+        partitions just taken over; the rest at the next step."""
         live = live_members(self.r, self.keys, FORWARDER_GROUP) | {self.consumer}
         held = []
         for n in sorted(self._taking_over):
