@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Protocol
 
 import redis
@@ -35,6 +36,34 @@ from processors.backoff import Backoff
 from processors.leases import Leases, live_members
 from storage.keys import Keys
 from storage.redis_client import UNAVAILABLE, ensure_groups
+
+
+class Stopping:
+    """Whether the loop was asked to stop; set from a signal handler or another thread.
+
+    A plain attribute rather than a ``threading.Event``: setting an Event takes its lock,
+    which the very thread a signal handler interrupts may be holding (inside
+    ``Event.wait``), and the handler would wait for it forever.
+    """
+
+    #: How often :meth:`wait` looks at the flag.
+    TICK_S = 0.05
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, less once set; True when set."""
+        deadline = time.monotonic() + seconds
+        while not self._set and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(self.TICK_S, left))
+        return self._set
 
 
 class Work(Protocol):
@@ -48,7 +77,7 @@ class Work(Protocol):
     def busy(self) -> bool:
         """True while it holds entries whose bookkeeping needs a step, partitions or not."""
 
-    def step(self, partitions: list[int], *, wait_ms: int, stopping: threading.Event) -> None:
+    def step(self, partitions: list[int], *, wait_ms: int, stopping: Stopping) -> None:
         """Read, apply or deliver, record; block up to ``wait_ms`` only when idle."""
 
     def take_over(self, partition: int, live: set[str]) -> None:
@@ -72,7 +101,7 @@ class WorkerLoop:
         self.r = client
         self.keys = keys
         self.settings = settings
-        self.stopping = threading.Event()
+        self.stopping = Stopping()
         self.log = logging.getLogger(f"postback.{work.group}")
 
     def stop(self, *_: object) -> None:

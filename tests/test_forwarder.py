@@ -17,7 +17,8 @@ import pytest
 
 from core.partners import Partner
 from core.signature import verify_signature
-from storage.keys import FORWARDER_GROUP
+from storage.keys import FORWARDER_GROUP, Keys
+from storage.redis_client import connect, ensure_groups
 from tests.sink import (  # noqa: F401 - fixtures
     Reply,
     enqueue_job,
@@ -348,6 +349,61 @@ def test_the_command_delivers_and_exits_0_on_sigterm(store, redis_client, keys, 
             proc.wait()
         proc.stderr.close()
     assert len(sink.received("/p1")) == 1
+
+
+def waiting(client, keys, consumer: str, quiet_ms: int = 300) -> bool:
+    """True once ``consumer`` has read none of the streams for ``quiet_ms``: it is in its
+    wait for new jobs (a step reads every partition, a few times a second while busy)."""
+    idle = [
+        c["idle"]
+        for n in keys.all_partitions()
+        for c in client.xinfo_consumers(keys.forward_stream(n), FORWARDER_GROUP)
+        if c["name"] == consumer
+    ]
+    return len(idle) == keys.partitions and min(idle) >= quiet_ms
+
+
+#: A wait far longer than the deadlines below. On a cluster a forwarder used to block on
+#: one partition at a time for a share of it (100 s each, past the deadline).
+LONG_BLOCK_MS = 400_000
+
+
+@pytest.mark.timeout(400)
+def test_an_idle_forwarder_takes_a_job_on_any_partition_at_once(store, settings, sink):
+    settings = settings.with_overrides(partitions=4)
+    keys = Keys(settings.namespace, settings.partitions)
+    client = connect(settings)
+    ensure_groups(client, keys)
+    add_partner(store, sink)
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "POSTBACK_NAMESPACE": settings.namespace,
+        "POSTBACK_PARTITIONS": "4",
+        "POSTBACK_BLOCK_MS": str(LONG_BLOCK_MS),
+        "POSTBACK_LEASE_MS": str(LONG_BLOCK_MS * 4),  # long enough not to cut the wait
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scripts.cli", "forwarder", "--consumer", "idle-1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        # Each job while the forwarder waits, idle, for the next; not in partition order,
+        # so that no round-robin over the partitions happens to read each one in time.
+        order = [0, 2, 1, 3]
+        for i, n in enumerate(order):
+            if i:
+                until(lambda: waiting(client, keys, "idle-1"), timeout=60, message="idle")
+            enqueue_job(client, keys, "p1", sample_payload(click_id=f"P{n}"), partition=n)
+            sink.wait_for(i + 1, timeout=90)
+        assert [r.params["click_id"] for r in sink.received()] == [f"P{n}" for n in order]
+    finally:  # (SIGTERM would wait for the long read to end)
+        proc.kill()
+        proc.wait()
+        client.close()
 
 
 def test_the_command_refuses_bad_arguments_and_an_unreachable_redis():

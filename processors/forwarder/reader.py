@@ -21,6 +21,7 @@ from core import delivery
 from core.config import Settings
 from processors.forwarder.bookkeeping import Held
 from processors.leases import live_members, orphans
+from processors.wakeup import Wakeup
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import is_cluster
 from storage.scripts import Scripts
@@ -56,7 +57,12 @@ class ForwardReader:
         self._own_cursor: dict[int, str] = {n: "0" for n in keys.all_partitions()}
         self._claim_cursor: dict[int, str] = {n: "0-0" for n in keys.all_partitions()}
         self._next_claim = 0.0
-        self._turn = 0
+        # On a cluster a read blocks on one slot: watchers end the idle wait instead.
+        self._wakeup = (
+            Wakeup(client, FORWARDER_GROUP, keys.forward_stream, block_ms=settings.block_ms)
+            if is_cluster(client)
+            else None
+        )
         self._taking_over: set[int] = set()
         self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
 
@@ -67,8 +73,10 @@ class ForwardReader:
 
         Each partition is read with its own XREADGROUP (one stream, one slot). Returns the
         config version and the jobs read (at most ``room``). When nothing came and
-        ``block_ms`` is given, blocks on one partition (in turn) for a share of it; never
-        while own pending entries remain.
+        ``block_ms`` is given, waits up to that long for a job on any partition; never
+        while own pending entries remain. On a single Redis that wait is one blocking
+        XREADGROUP over every stream; on a cluster, watchers end it
+        (``processors.wakeup``) and every partition is read again without blocking.
         """
         if not partitions and block_ms:  # none held (jobs still are): pause as a read would
             time.sleep(block_ms / 1000)
@@ -96,14 +104,11 @@ class ForwardReader:
             and not any(got.values())
             and all(self._own_cursor.get(n) == ">" for n in reading)
         ):
-            if is_cluster(self.r):  # one slot per read: each partition in turn
-                n = reading[self._turn % len(reading)]
-                self._turn += 1
-                block = max(block_ms // len(reading), 10)
-                reply = self.r.execute_command(*self._read_command(n, ">", room, block=block))
-                got[n] = _entries(reply)
-            else:  # a job written to any partition ends the wait at once
+            # A job written to any partition ends the wait at once.
+            if self._wakeup is None:
                 got.update(self._read_all(reading, per_partition, block_ms))
+            elif self._wakeup.wait(reading, block_ms):
+                got.update(self._read_each(reading, per_partition))
         held = []
         for n, entries in got.items():
             held.extend(self._hold(n, entries))
@@ -126,10 +131,15 @@ class ForwardReader:
             return {by_stream[stream]: entries[0] for stream, entries in reply.items()}
         return {by_stream[stream]: entries for stream, entries in reply or []}
 
-    def _read_command(self, n: int, cursor: str, count: int, block: int | None = None) -> tuple:
+    def _read_each(self, partitions: list[int], count: int) -> dict[int, list]:
+        """New jobs of each partition, one XREADGROUP each, one round trip per node."""
+        pipe = self.r.pipeline(transaction=False)
+        for n in partitions:
+            pipe.execute_command(*self._read_command(n, ">", count))
+        return {n: _entries(reply) for n, reply in zip(partitions, pipe.execute(), strict=True)}
+
+    def _read_command(self, n: int, cursor: str, count: int) -> tuple:
         head = ("XREADGROUP", "GROUP", FORWARDER_GROUP, self.consumer, "COUNT", count)
-        if block is not None:
-            head += ("BLOCK", block)
         return (*head, "STREAMS", self.keys.forward_stream(n), cursor)
 
     def _hold(self, n: int, entries) -> list[Held]:
@@ -148,6 +158,10 @@ class ForwardReader:
         if gone:
             self.r.xack(self.keys.forward_stream(n), FORWARDER_GROUP, *gone)
         return held
+
+    def close(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.close()
 
     def take_over(self, n: int) -> None:
         """A partition whose lease was just taken: it is read from its own pending entries

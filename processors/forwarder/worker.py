@@ -53,7 +53,7 @@ from processors.forwarder.dispatch import Dispatcher
 from processors.forwarder.reader import ForwardReader
 from processors.forwarder.send import AddressGuard, attempt, make_session
 from processors.forwarder.slots import Results, Slots
-from processors.loop import WorkerLoop
+from processors.loop import Stopping, WorkerLoop
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import UNAVAILABLE, worker_connection
 from storage.scripts import Scripts, default_scripts
@@ -235,7 +235,7 @@ class Forwarder:
         """Ask :meth:`run` to finish the deliveries in hand and return (signal-safe)."""
         self._loop.stop()
 
-    def step(self, partitions: list[int], *, wait_ms: int, stopping: threading.Event) -> None:
+    def step(self, partitions: list[int], *, wait_ms: int, stopping: Stopping) -> None:
         self.process_batch(partitions=partitions, wait_ms=wait_ms)
 
     def take_over(self, partition: int, live: set[str]) -> None:
@@ -276,6 +276,7 @@ class Forwarder:
     def close(self) -> None:
         """Stop the delivery threads (after their current delivery) and the HTTP pool."""
         self._slots.close(len(self._threads))
+        self._reader.close()
         self.session.close()
         if self._own_client:  # a client made here is closed here, its sockets with it
             self.r.close()

@@ -7,16 +7,16 @@ worker loop (``processors.loop``: leases, signals, backoff, reconnects).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import redis
 
 from core.config import Settings
 from processors.consumer import default_consumer
-from processors.loop import WorkerLoop
+from processors.loop import Stopping, WorkerLoop
 from processors.matcher.holds import HOLD_CHECK_S
 from processors.matcher.step import GROUP, Matcher
+from processors.wakeup import Wakeup
 from storage.keys import Keys
 from storage.redis_client import is_cluster, worker_connection
 
@@ -28,11 +28,13 @@ class MatcherWorker:
 
     Each step claims stale entries every ``claim_idle_ms / 2``, credits held points that
     came due every ``HOLD_CHECK_S`` (``processors.matcher.holds``), reads each partition
-    without blocking, and blocks (the loop's wait budget) only when a whole round found
-    nothing. A batch is kept running in Redis while the next is planned (``overlap``);
-    its replies are read before leases move and when stopping, so SIGTERM and SIGINT
-    let the batch in hand finish (it is acked by its scripts). On reconnect the worker
-    re-reads its own pending entries, whose replies may have been lost, and
+    without blocking, and waits (the loop's wait budget) only when a whole round found
+    nothing: on a single Redis in one XREADGROUP over all its partitions, on a cluster
+    until a watcher sees an entry on any of them (``processors.wakeup``), then reads
+    them all again. A batch is kept running in Redis while the next is planned
+    (``overlap``); its replies are read before leases move and when stopping, so SIGTERM
+    and SIGINT let the batch in hand finish (it is acked by its scripts). On reconnect
+    the worker re-reads its own pending entries, whose replies may have been lost, and
     ``match.lua`` turns the ones already applied into no-ops.
     """
 
@@ -55,7 +57,12 @@ class MatcherWorker:
         self.loop = WorkerLoop(self, self.client, self.keys, settings)
         self._claim_every_s = settings.claim_idle_ms / 2000
         self._next_claim = self._next_holds = 0.0
-        self._turn = 0
+        # On a cluster a read blocks on one slot: watchers end the idle wait instead.
+        self._wakeup = (
+            Wakeup(self.client, GROUP, self.keys.input_stream, block_ms=settings.block_ms)
+            if is_cluster(self.client)
+            else None
+        )
 
     def run(self) -> int:
         code = self.loop.run()
@@ -66,7 +73,7 @@ class MatcherWorker:
         self.loop.stop()
 
     # -- the step ----------------------------------------------------------------------
-    def step(self, partitions: list[int], *, wait_ms: int, stopping: threading.Event) -> None:
+    def step(self, partitions: list[int], *, wait_ms: int, stopping: Stopping) -> None:
         matcher = self.matcher
         if not partitions:
             return
@@ -85,12 +92,14 @@ class MatcherWorker:
         if handled or stopping.is_set():
             return
         matcher.flush()
-        if is_cluster(matcher.r):  # one slot per read: each partition in turn
-            n = partitions[self._turn % len(partitions)]
-            matcher.process_batch(n, block_ms=max(wait_ms // len(partitions), 1))
-            self._turn += 1
-        else:  # a postback written to any partition ends the wait at once
+        # A postback written to any partition ends the wait at once.
+        if self._wakeup is None:
             matcher.process_any(partitions, block_ms=wait_ms)
+        elif self._wakeup.wait(partitions, wait_ms):
+            for n in partitions:
+                if stopping.is_set():
+                    return
+                matcher.process_batch(n)
 
     # -- the loop's turns --------------------------------------------------------------
     def take_over(self, partition: int, live: set[str]) -> None:
@@ -103,4 +112,6 @@ class MatcherWorker:
         self.matcher.restart()
 
     def finish(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.close()
         self.matcher.flush()
