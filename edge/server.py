@@ -8,6 +8,7 @@ SIGTERM and Ctrl-C stop accepting, let the requests in hand finish, and exit 0.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import socket
@@ -107,6 +108,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"postback edge: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _stop)
+    # What start-up made (modules, the app, the routes: ~45,000 objects) lives as long as
+    # the process; frozen, the collector stops walking it on every full collection (one
+    # took ~20 ms of CPU on the 2-core box, and came every ~20 batches of 1,000 items).
+    gc.freeze()
     if args.listen_fd is None:
         log.info(
             "postback edge on http://%s:%s (%d threads)",

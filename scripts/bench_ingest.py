@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import orjson
 
@@ -63,6 +64,37 @@ def wrk(url: str, seconds: float, threads: int = 2, connections: int = 32) -> di
     }
 
 
+def wait_for_edge(port: int, proc: subprocess.Popen, threads: int, timeout: float = 60.0) -> None:
+    """Wait until the edge serves: its port open and, under a supervisor, every worker
+    serving too (each has started its waitress threads). The supervisor binds the port
+    before its workers have imported anything; on a loaded machine a worker takes
+    seconds to start, which the measurement must not include."""
+    wait_for_port(port, proc, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _children(proc.pid)
+        if not workers or all(_threads(pid) > threads for pid in workers):
+            return
+        time.sleep(0.1)  # workers still importing; polled with a deadline
+    raise BenchError(f"the edge's workers did not start within {timeout:.0f} s")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:  # not Linux: the port alone tells
+        return []
+
+
+def _threads(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def _measure(url: str, seconds: float) -> dict:
     wrk(url, 1)  # warm up: connections, imports, caches
     return wrk(url, seconds)
@@ -85,7 +117,7 @@ def edge_row(base: Settings, *, seconds: float, workers: str, threads: int) -> R
         argv = postback_command("edge", "--host", "127.0.0.1", "--port", str(port))
         argv += ["--workers", workers, "--threads", str(threads)]
         with child(argv, env_for(settings)) as proc:
-            wait_for_port(port, proc)
+            wait_for_edge(port, proc, threads)
             got = _measure(f"http://127.0.0.1:{port}/postback/{source.key}?{QUERY}", seconds)
         client.close()
     for name, result in (("edge", got), ("hello", yard)):
@@ -149,7 +181,7 @@ def batch_row(
             conn.close()
 
         with child(argv, env_for(settings)) as proc:
-            wait_for_port(port, proc)
+            wait_for_edge(port, proc, threads)
             post(0)  # warm up
             edge_s = in_threads(clients, post)
 

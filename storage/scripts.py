@@ -8,11 +8,15 @@ again, here and nowhere else, single calls and pipelines alike.
     >>> scripts = Scripts()
     >>> scripts.run(client, "ingest", keys=[...], args=[...])
     >>> scripts.run_many(client, "match", [(keys, args), ...])  # one pipelined round trip
+    >>> scripts.run_packed(client, "ingest", [(keys, args), ...])  # the same, packed
     >>> pipe = scripts.pipe(client, "match")                    # the matcher's fast path:
     >>> pipe.send([(keys, args), ...]); ...; pipe.receive()     # sent now, read later
 
 Every call's keys lie in one hash slot (each script's header says which). On a cluster,
 redis-py splits a pipeline per node, so ``run_many`` is one round trip per node touched.
+``run_packed`` and ``pipe`` are the fast path for calls with many arguments (the edge's
+batches, the matcher's): packed by hiredis in one go and written to every node before
+any reply is read, so a cluster costs one round trip, not one per node.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from redis import exceptions
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -37,6 +42,13 @@ LUA_DIR = Path(__file__).with_name("lua")
 Call = tuple[Sequence, Sequence]
 #: Error replies that say the call ran nothing where it was sent (a cluster redirect).
 _RAN_NOTHING = ("MOVED", "ASK", "TRYAGAIN")
+#: A node's connection lost or timed out: its calls may or may not have run.
+LOST = (exceptions.ConnectionError, exceptions.TimeoutError)
+
+
+class NotSent(exceptions.ConnectionError):
+    """No connection to the call's node could be made: the call was not sent, so it ran
+    nothing (unlike a connection lost after sending)."""
 
 
 class Scripts:
@@ -93,7 +105,7 @@ class Scripts:
         """Plain commands (argument tuples), one round trip per node, raw: the matcher's
         click reads. Each reply, or its error; a call redirected or refused for a moved
         slot goes again through a redis-py pipeline, which follows the redirect."""
-        results = _send_packed(client, list(commands), list(commands))
+        results = _raise_lost(_send_packed(client, list(commands), list(commands)))
         again = [
             i
             for i, r in enumerate(results)
@@ -104,6 +116,31 @@ class Scripts:
             for i in again:
                 pipe.execute_command(*commands[i])
             for i, reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
+                results[i] = reply
+        return results
+
+    def run_packed(self, client, name: str, calls: Sequence[Call]) -> list:
+        """What :meth:`run_many` does, packed by hiredis and sent to every node at once.
+
+        Each call's reply or its exception, in order. A call answered NOSCRIPT, MOVED,
+        ASK or TRYAGAIN, or not sent because its node could not be reached, ran nothing:
+        it goes again through :meth:`run_many` (which loads the script, or lets the
+        cluster client follow the redirect or reload its slot table). A call whose node's
+        connection was lost after sending gets that error (``LOST``): whether it ran is
+        unknown, so it is not sent again here.
+        """
+        if pack_command is None:  # pragma: no cover - hiredis comes with redis[hiredis]
+            return self.run_many(client, name, calls)
+        sha = self._sha[name]
+        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+        results = _send_packed(client, commands, [keys[0] for keys, _ in calls])
+        again = [i for i, result in enumerate(results) if _ran_nothing(result)]
+        if again:
+            try:
+                replies = self.run_many(client, name, [calls[i] for i in again])
+            except LOST as exc:
+                replies = [exc] * len(again)
+            for i, reply in zip(again, replies, strict=True):
                 results[i] = reply
         return results
 
@@ -156,22 +193,7 @@ class ScriptPipe:
             raise
 
     def _run(self, calls: list[Call]) -> list:
-        if pack_command is None:  # pragma: no cover - hiredis comes with redis[hiredis]
-            return self.scripts.run_many(self.client, self.name, calls)
-        sha = self.scripts._sha[self.name]
-        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
-        results = _send_packed(self.client, commands, [keys[0] for keys, _ in calls])
-        again = [
-            i
-            for i, result in enumerate(results)
-            if isinstance(result, ResponseError)
-            and (isinstance(result, NoScriptError) or str(result).startswith(_RAN_NOTHING))
-        ]
-        if again:
-            replies = self.scripts.run_many(self.client, self.name, [calls[i] for i in again])
-            for i, reply in zip(again, replies, strict=True):
-                results[i] = reply
-        return results
+        return _raise_lost(self.scripts.run_packed(self.client, self.name, calls))
 
     def pending(self) -> int:
         return len(self._inflight)
@@ -194,9 +216,16 @@ class ScriptPipe:
 
 
 def _send_packed(client, commands: list[tuple], routing: list) -> list:
-    """``commands`` packed by hiredis and written per node in one go, replies read back
-    in order with ``read_response`` (error replies as values). ``routing`` holds, per
-    command, the key whose node it goes to (or the command itself: its key is [1])."""
+    """``commands`` packed by hiredis and written per node in one go, to every node before
+    any reply is read, then each node's replies read back in order with
+    ``read_response``. ``routing`` holds, per command, the key whose node it goes to (or
+    the command itself: its key is [1]).
+
+    Per command its reply or its error: an error reply as a ``ResponseError``; for the
+    commands of a node that could not be reached, :class:`NotSent`; for those of a node
+    whose connection was lost or timed out after sending, that error (``LOST``; the
+    connection is dropped, as its replies are left unread).
+    """
     by_pool: dict[int, tuple[object, list[int]]] = {}
     cluster = isinstance(client, RedisCluster)
     for i, route in enumerate(routing):
@@ -207,20 +236,61 @@ def _send_packed(client, commands: list[tuple], routing: list) -> list:
             pool = client.connection_pool
         by_pool.setdefault(id(pool), (pool, []))[1].append(i)
     results: list = [None] * len(commands)
-    for pool, indices in by_pool.values():
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command([b"".join(pack_command(commands[i]) for i in indices)])
-            for i in indices:
+    sent: list[tuple[object, object, list[int]]] = []
+    unread = set()  # connections written to whose replies are not all read
+    try:
+        for pool, indices in by_pool.values():
+            try:
+                conn = pool.get_connection()
+            except LOST as exc:
+                for i in indices:
+                    results[i] = NotSent(str(exc))
+                continue
+            sent.append((pool, conn, indices))
+            unread.add(id(conn))
+            try:
+                conn.send_packed_command([b"".join(pack_command(commands[i]) for i in indices)])
+            except LOST as exc:
+                _lost(conn, indices, 0, results, exc)
+                unread.discard(id(conn))
+        for _, conn, indices in sent:
+            if id(conn) not in unread:
+                continue
+            for done, i in enumerate(indices):
                 try:
                     results[i] = conn.read_response()
                 except ResponseError as exc:
                     results[i] = exc
-        except BaseException:
-            conn.disconnect()  # replies left unread: the connection cannot be reused
-            raise
-        finally:
+                except LOST as exc:
+                    _lost(conn, indices, done, results, exc)
+                    break
+            unread.discard(id(conn))
+    finally:
+        for pool, conn, _ in sent:
+            if id(conn) in unread:
+                conn.disconnect()  # replies left unread: the connection cannot be reused
             pool.release(conn)
+    return results
+
+
+def _lost(conn, indices: list[int], done: int, results: list, exc: Exception) -> None:
+    conn.disconnect()
+    for i in indices[done:]:
+        results[i] = exc
+
+
+def _ran_nothing(result) -> bool:
+    if isinstance(result, NotSent | NoScriptError):
+        return True
+    return isinstance(result, ResponseError) and str(result).startswith(_RAN_NOTHING)
+
+
+def _raise_lost(results: list) -> list:
+    """``results`` unchanged, unless a node's connection failed: then its error is raised
+    (the matcher's paths read their entries again when a batch's outcome is unknown)."""
+    for result in results:
+        if isinstance(result, LOST):
+            raise result
     return results
 
 

@@ -135,3 +135,99 @@ def test_body_over_8_mib_is_413(client, source, redis_client, keys):
 
 def test_batch_is_post_only(client, source):
     assert client.simulate_get(f"/postback/{source.key}/batch").status_code == 405
+
+
+# -- a batch over several partitions (one script call each, sent together) -------------
+
+
+@pytest.fixture
+def partitioned(settings):
+    """An edge on 8 partitions (spread over every node on a cluster), its store, keys."""
+    from edge.app import create_app
+    from storage.keys import Keys
+    from storage.redis_client import connect, delete_namespace, ensure_groups
+    from storage.repositories import Store
+
+    settings = settings.with_overrides(partitions=8)
+    keys = Keys(settings.namespace, settings.partitions)
+    redis_client = connect(settings)
+    ensure_groups(redis_client, keys)
+    app = create_app(settings)
+    yield app, Store(redis_client, keys), redis_client, keys
+    app.ctx.redis.close()
+    delete_namespace(redis_client, settings.namespace)
+    redis_client.close()
+
+
+def _partition(keys, source_key: str, item: dict) -> int:
+    from core.conversions import routing_identity
+    from core.postback import validate
+
+    return keys.partition_of(routing_identity(source_key, validate(item)))
+
+
+def test_every_item_of_a_batch_gets_its_own_entry_in_its_partition(partitioned):
+    from falcon import testing
+
+    app, store, redis_client, keys = partitioned
+    source = store.add_source(Source.build(name="spread"))
+    items = [{"click_id": f"c{i}", "payout": "1.00", "sub1": str(i)} for i in range(200)]
+    items.insert(7, {"click_id": "c7", "payout": "lots"})
+    resp = post_batch(testing.TestClient(app), source.key, items)
+    assert resp.status_code == 200
+    assert (resp.json["accepted"], resp.json["rejected"]) == (200, 1)
+    results = resp.json["results"]
+    assert results[7]["error"].startswith("payout: ")
+    used = set()
+    for item, result in zip(items, results, strict=True):
+        if "error" in result:
+            continue
+        n = _partition(keys, source.key, item)
+        used.add(n)
+        [(entry_id, fields)] = redis_client.xrange(
+            keys.input_stream(n), result["log_id"], result["log_id"]
+        )
+        assert orjson.loads(fields["params"])["custom"] == {"sub1": item["sub1"]}
+    assert len(used) == 8
+    assert sum(redis_client.xlen(keys.input_stream(n)) for n in range(8)) == 200
+
+
+def test_a_partition_whose_write_fails_answers_send_again_and_the_others_go_in(partitioned):
+    """Each partition's call is all or nothing; a failed one fails only its own items."""
+    from falcon import testing
+
+    app, store, redis_client, keys = partitioned
+    source = store.add_source(Source.build(name="half-broken"))
+    items = [{"click_id": f"c{i}"} for i in range(64)]
+    broken = _partition(keys, source.key, items[0])
+    # The stream is replaced by a string: its XADD fails (WRONGTYPE), as a write on a
+    # lost or full node would, after the key and IP checks passed.
+    redis_client.delete(keys.input_stream(broken))
+    redis_client.set(keys.input_stream(broken), "not a stream")
+
+    resp = post_batch(testing.TestClient(app), source.key, items)
+    assert resp.status_code == 200
+    results = resp.json["results"]
+    failed = [r["index"] for r in results if "error" in r]
+    expected = [i for i, item in enumerate(items) if _partition(keys, source.key, item) == broken]
+    assert failed == expected and 0 < len(failed) < len(items)
+    assert {results[i]["error"] for i in failed} == {
+        "storage unavailable for this item, send it again"
+    }
+    assert resp.json["accepted"] == len(items) - len(failed)
+    written = sum(redis_client.xlen(keys.input_stream(n)) for n in range(8) if n != broken)
+    assert written == resp.json["accepted"]
+
+
+def test_a_batch_whose_every_partition_fails_is_503(partitioned):
+    from falcon import testing
+
+    app, store, redis_client, keys = partitioned
+    source = store.add_source(Source.build(name="all-broken"))
+    for n in range(8):
+        redis_client.delete(keys.input_stream(n))
+        redis_client.set(keys.input_stream(n), "not a stream")
+    resp = post_batch(
+        testing.TestClient(app), source.key, [{"click_id": f"c{i}"} for i in range(40)]
+    )
+    assert resp.status_code == 503

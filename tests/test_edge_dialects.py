@@ -135,18 +135,18 @@ def test_a_steady_dialect_costs_one_script_call_a_postback(client, advertiser, m
     from storage.scripts import Scripts
 
     calls = []
-    real_run, real_many = Scripts.run, Scripts.run_many
+    real_run, real_packed = Scripts.run, Scripts.run_packed
 
     def run(self, client_, name, keys_, args=()):
         calls.append(args) if name == "ingest" else None
         return real_run(self, client_, name, keys_, args)
 
-    def run_many(self, client_, name, many, extra=()):
+    def run_packed(self, client_, name, many):
         calls.extend(args for _, args in many) if name == "ingest" else None
-        return real_many(self, client_, name, many, extra)
+        return real_packed(self, client_, name, many)
 
     monkeypatch.setattr(Scripts, "run", run)
-    monkeypatch.setattr(Scripts, "run_many", run_many)
+    monkeypatch.setattr(Scripts, "run_packed", run_packed)
     for i in range(3):
         resp = client.simulate_get(f"/postback/{KEY}", query_string=f"aff_sub=C{i}&status=1")
         assert resp.status_code == 200
