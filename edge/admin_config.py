@@ -7,7 +7,7 @@ as from ``postback admin``; 400 names the field, 404 an unknown id, 409 a duplic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import falcon
 
@@ -61,41 +61,63 @@ def _listing(req: falcon.Request, records: list, name: str) -> dict:
     return {name: shown, "total": len(shown)}
 
 
-def _created(resp: falcon.Response, location: str, record) -> None:
-    resp.status = falcon.HTTP_201
-    resp.location = location
-    resp.media = record.public()
+class _Collection(AdminResource):
+    """``/api/admin/{kind}s``: the listing (GET) and creating a record (POST)."""
+
+    kind = ""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        records = getattr(self.ctx.store, f"list_{self.kind}s")()
+        resp.media = _listing(req, records, f"{self.kind}s")
+
+    def _create(self, resp: falcon.Response, record, record_id: str) -> None:
+        """Store a validated record (201); the only ValidationError left is a duplicate id."""
+        try:
+            getattr(self.ctx.store, f"add_{self.kind}")(record)
+        except ValidationError as exc:
+            raise falcon.HTTPConflict(title="Conflict", description=str(exc)) from None
+        resp.status = falcon.HTTP_201
+        resp.location = f"/api/admin/{self.kind}s/{record_id}"
+        resp.media = record.public()
 
 
-def _add(add: Callable, record):
-    """Store a validated record; the only ValidationError left is a duplicate id."""
-    try:
-        return add(record)
-    except ValidationError as exc:
-        raise falcon.HTTPConflict(title="Conflict", description=str(exc)) from None
+class _Item(AdminResource):
+    """``/api/admin/{kind}s/{id}``: read it, change it, deactivate and activate it."""
 
-
-class _Activation(AdminResource):
     kind = ""
 
     def _get(self, record_id: str):
-        raise NotImplementedError
+        return getattr(self.ctx.store, f"get_{self.kind}")(record_id)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, **ids) -> None:
+        resp.media = self._get(_the_id(ids)).public()
 
     def _set(self, resp: falcon.Response, record_id: str, active: bool) -> None:
         self.ctx.store.set_active(self.kind, record_id, active)
         resp.media = self._get(record_id).public()
 
+    def _patched(self, resp: falcon.Response, record_id: str, body: dict) -> None:
+        """The end of a PATCH: ``active`` if given, then the record as it is now."""
+        if "active" in body:
+            self._set(resp, record_id, body["active"])
+        else:
+            resp.media = self._get(record_id).public()
+
     def on_post_deactivate(self, req: falcon.Request, resp: falcon.Response, **ids) -> None:
-        self._set(resp, next(iter(ids.values())), False)
+        self._set(resp, _the_id(ids), False)
 
     def on_post_activate(self, req: falcon.Request, resp: falcon.Response, **ids) -> None:
-        self._set(resp, next(iter(ids.values())), True)
+        self._set(resp, _the_id(ids), True)
+
+
+def _the_id(ids: dict[str, str]) -> str:
+    """The one URI field of an item route (``key``, ``offer_id`` or ``partner_id``)."""
+    return next(iter(ids.values()))
 
 
 @falcon.before(authorize)
-class Sources(AdminResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = _listing(req, self.ctx.store.list_sources(), "sources")
+class Sources(_Collection):
+    kind = "source"
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = json_body(req, ("name", "key", "allow_ip", "allow", "secret", *DIALECT_FIELDS))
@@ -107,19 +129,12 @@ class Sources(AdminResource):
             params=body.get("params"),
             status_map=body.get("status_map"),
         )
-        _add(self.ctx.store.add_source, source)
-        _created(resp, f"/api/admin/sources/{source.key}", source)
+        self._create(resp, source, source.key)
 
 
 @falcon.before(authorize)
-class SourceItem(_Activation):
+class SourceItem(_Item):
     kind = "source"
-
-    def _get(self, record_id: str) -> Source:
-        return self.ctx.store.get_source(record_id)
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        resp.media = self._get(key).public()
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         body = json_body(req, ("name", "allow_ip", "allow", "secret", "active", *DIALECT_FIELDS))
@@ -142,9 +157,7 @@ class SourceItem(_Activation):
             changes["params"], changes["status_map"] = dialect.params, dialect.status_map
         if changes:
             self.ctx.store.update_source(key, **changes)
-        if "active" in body:
-            self.ctx.store.set_active("source", key, body["active"])
-        resp.media = self._get(key).public()
+        self._patched(resp, key, body)
 
 
 OFFER_FIELDS = ("name", "revshare", "fixed", "currency", "url", "window_days", "goals", "hold_s")
@@ -153,27 +166,19 @@ DIALECT_FIELDS = ("params", "status_map")
 
 
 @falcon.before(authorize)
-class Offers(AdminResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = _listing(req, self.ctx.store.list_offers(), "offers")
+class Offers(_Collection):
+    kind = "offer"
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = json_body(req, ("offer_id", *OFFER_FIELDS))
         offer_id = body.pop("offer_id", None)
         offer = Offer.build(offer_id, **{k: v for k, v in body.items() if v is not None})
-        _add(self.ctx.store.add_offer, offer)
-        _created(resp, f"/api/admin/offers/{offer.offer_id}", offer)
+        self._create(resp, offer, offer.offer_id)
 
 
 @falcon.before(authorize)
-class OfferItem(_Activation):
+class OfferItem(_Item):
     kind = "offer"
-
-    def _get(self, record_id: str) -> Offer:
-        return self.ctx.store.get_offer(record_id)
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, offer_id: str) -> None:
-        resp.media = self._get(offer_id).public()
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, offer_id: str) -> None:
         body = json_body(req, (*OFFER_FIELDS, "active"))
@@ -196,9 +201,7 @@ class OfferItem(_Activation):
         fields.update({k: v for k, v in body.items() if k != "active"})
         offer = Offer.build(offer_id, **fields)
         self.ctx.store.update_offer(offer_id, offer)
-        if "active" in body:
-            self.ctx.store.set_active("offer", offer_id, body["active"])
-        resp.media = self._get(offer_id).public()
+        self._patched(resp, offer_id, body)
 
 
 PARTNER_FIELDS = (
@@ -214,9 +217,8 @@ PARTNER_FIELDS = (
 
 
 @falcon.before(authorize)
-class Partners(AdminResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = _listing(req, self.ctx.store.list_partners(), "partners")
+class Partners(_Collection):
+    kind = "partner"
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = json_body(req, ("partner_id", *PARTNER_FIELDS))
@@ -224,19 +226,12 @@ class Partners(AdminResource):
         if "url" not in body:
             raise ValidationError("url", "required")
         partner = Partner.build(partner_id, **body)
-        _add(self.ctx.store.add_partner, partner)
-        _created(resp, f"/api/admin/partners/{partner.partner_id}", partner)
+        self._create(resp, partner, partner.partner_id)
 
 
 @falcon.before(authorize)
-class PartnerItem(_Activation):
+class PartnerItem(_Item):
     kind = "partner"
-
-    def _get(self, record_id: str) -> Partner:
-        return self.ctx.store.get_partner(record_id)
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, partner_id: str) -> None:
-        resp.media = self._get(partner_id).public()
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, partner_id: str) -> None:
         body = json_body(req, (*PARTNER_FIELDS, "active"))
@@ -245,9 +240,7 @@ class PartnerItem(_Activation):
         fields.update({k: v for k, v in body.items() if k != "active"})
         partner = Partner.build(partner_id, **fields)
         self.ctx.store.update_partner(partner_id, partner)
-        if "active" in body:
-            self.ctx.store.set_active("partner", partner_id, body["active"])
-        resp.media = self._get(partner_id).public()
+        self._patched(resp, partner_id, body)
 
 
 def register(app: falcon.App, ctx: EdgeContext) -> None:

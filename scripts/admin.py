@@ -32,9 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--json", action="store_true", help="print one JSON object")
     groups = parser.add_subparsers(dest="entity", required=True)
 
-    source = groups.add_parser("source", help="upstream sources (postback keys)").add_subparsers(
-        dest="action", required=True
-    )
+    source = _actions(groups, "source", "upstream sources (postback keys)")
     add = source.add_parser("add", parents=[common], help="create a source; prints its key")
     add.add_argument("--name", required=True)
     add.add_argument("--key", help="use this key (≥ 16 URL-safe chars) instead of a random one")
@@ -59,9 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _dialect_options(change, "source", changing=True)
 
-    offer = groups.add_parser("offer", help="offers and their payout model").add_subparsers(
-        dest="action", required=True
-    )
+    offer = _actions(groups, "offer", "offers and their payout model")
     add = offer.add_parser("add", parents=[common], help="create an offer")
     add.add_argument("offer_id")
     model = add.add_mutually_exclusive_group(required=True)
@@ -85,9 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--revshare", metavar="PCT", help="PCT %% of the upstream payout")
     model.add_argument("--fixed", metavar="AMOUNT", help="AMOUNT whatever the upstream payout")
 
-    partner = groups.add_parser("partner", help="downstream partners (publishers)").add_subparsers(
-        dest="action", required=True
-    )
+    partner = _actions(groups, "partner", "downstream partners (publishers)")
     add = partner.add_parser("add", parents=[common], help="create a partner")
     add.add_argument("partner_id")
     add.add_argument(
@@ -109,9 +103,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
             one = sub.add_parser(action, parents=[common], help=f"{action} a {name} at once")
             one.add_argument("record_id", metavar="KEY" if name == "source" else "ID")
 
-    click = groups.add_parser("click", help="record clicks by hand").add_subparsers(
-        dest="action", required=True
-    )
+    click = _actions(groups, "click", "record clicks by hand")
     add = click.add_parser("add", parents=[common], help="record a click; prints its click_id")
     add.add_argument("--offer", required=True)
     add.add_argument("--partner", required=True)
@@ -121,27 +113,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for sub_id in SUB_IDS:
         add.add_argument(f"--{sub_id}", default="")
 
-    user = groups.add_parser("user", help="user balances").add_subparsers(
-        dest="action", required=True
-    )
+    user = _actions(groups, "user", "user balances")
     user.add_parser("show", parents=[common], help="print a user's points").add_argument("user_id")
 
-    conversion = groups.add_parser("conversion", help="conversions").add_subparsers(
-        dest="action", required=True
-    )
+    conversion = _actions(groups, "conversion", "conversions")
     conversion.add_parser("show", parents=[common], help="print a conversion").add_argument(
         "conversion_id"
     )
 
-    dead = groups.add_parser(
-        "deadletters", help="dead-lettered postbacks and deliveries"
-    ).add_subparsers(dest="action", required=True)
+    dead = _actions(groups, "deadletters", "dead-lettered postbacks and deliveries")
     listing = dead.add_parser("list", parents=[common], help="list dead letters")
     listing.add_argument("--partner")
     listing.add_argument("--limit", type=int, default=100)
     replay = dead.add_parser("replay", parents=[common], help="queue dead letters again")
     replay.add_argument("--partner", help="only this partner's deliveries")
     replay.add_argument("--all", action="store_true", help="every dead letter")
+
+
+def _actions(groups, entity: str, summary: str):
+    """The subcommands (``add``, ``list``...) of one entity."""
+    return groups.add_parser(entity, help=summary).add_subparsers(dest="action", required=True)
 
 
 def _dialect_options(parser: argparse.ArgumentParser, kind: str, *, changing: bool = False) -> None:
@@ -176,16 +167,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _source_add(store: Store, args) -> tuple[dict, str]:
-    source = store.add_source(
-        Source.build(
-            name=args.name,
-            key=args.key,
-            allow_ip=args.allow_ip,
-            secret=args.secret,
-            **_dialect_of(args),
-        )
-    )
+    options = _options(args, "name", "key", "allow_ip", "secret")
+    source = store.add_source(Source.build(**options, **_dialect_of(args)))
     return source.public(), source.key
+
+
+def _options(args, *names: str) -> dict:
+    """The named options as keyword arguments (each option is named as the field it fills)."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _dialect_of(args) -> dict:
@@ -225,18 +214,8 @@ def _source_set(store: Store, args) -> tuple[dict, str]:
 
 
 def _offer_add(store: Store, args) -> tuple[dict, str]:
-    offer = store.add_offer(
-        Offer.build(
-            args.offer_id,
-            revshare=args.revshare,
-            fixed=args.fixed,
-            currency=args.currency,
-            url=args.url,
-            window_days=args.window_days,
-            name=args.name,
-            hold=args.hold,
-        )
-    )
+    options = _options(args, "revshare", "fixed", "currency", "url", "window_days", "name", "hold")
+    offer = store.add_offer(Offer.build(args.offer_id, **options))
     return offer.public(), f"offer {offer.offer_id} created"
 
 
@@ -251,19 +230,8 @@ def _offer_goal(store: Store, args) -> tuple[dict, str]:
 
 
 def _partner_add(store: Store, args) -> tuple[dict, str]:
-    partner = store.add_partner(
-        Partner.build(
-            args.partner_id,
-            url=args.url,
-            method=args.method,
-            scope=args.scope,
-            secret=args.secret,
-            name=args.name,
-            email=args.email,
-            allow_private=args.allow_private,
-            **_dialect_of(args),
-        )
-    )
+    options = _options(args, "url", "method", "scope", "secret", "name", "email", "allow_private")
+    partner = store.add_partner(Partner.build(args.partner_id, **options, **_dialect_of(args)))
     return partner.public(), f"partner {partner.partner_id} created"
 
 

@@ -24,15 +24,10 @@ import uuid
 
 from core.config import Settings
 from core.entities import Source
+from scripts.bench_util import free_port, wait_until
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace
 from storage.repositories import Store
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _serve_hello(port: int, threads: int) -> None:
@@ -50,18 +45,13 @@ def _serve_hello(port: int, threads: int) -> None:
     waitress.serve(app, host="127.0.0.1", port=port, threads=threads, _quiet=True)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen, deadline_s: float = 15.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            status, _ = _request(socket.create_connection(("127.0.0.1", port), 1), b"/health")
-            if status == 200:
-                return
-        except OSError:
-            time.sleep(0.05)  # polling a starting server, not synchronising a test
-    raise RuntimeError("server did not answer /health in time")
+def _wait_ready(port: int, proc: subprocess.Popen) -> None:
+    def healthy() -> bool:
+        status, sock = _request(socket.create_connection(("127.0.0.1", port), 1), b"/health")
+        sock.close()
+        return status == 200
+
+    wait_until(healthy, proc, "the server did not answer /health", 15.0)
 
 
 def _request(sock: socket.socket, path: bytes) -> tuple[int, socket.socket]:
@@ -139,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     settings = Settings.from_env().with_overrides(namespace="bench" + uuid.uuid4().hex[:10])
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "REDIS_URL": settings.redis_url, "POSTBACK_NAMESPACE": settings.namespace}
     client = connect(settings)
     if args.hello:

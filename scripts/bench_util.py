@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from core.config import Settings
@@ -91,16 +91,30 @@ def postback_command(*argv: str) -> list[str]:
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Wait until something accepts connections on 127.0.0.1:``port``."""
+
+    def listening() -> bool:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+        return True
+
+    wait_until(listening, proc, f"nothing listens on port {port}", timeout)
+
+
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen, failure: str, timeout: float = 30.0
+) -> None:
+    """Poll ``ready()`` (an OSError counts as not yet) until it holds, while ``proc`` runs;
+    ``failure`` (and the seconds waited) is the error when ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
+            if ready():
+                return
         except OSError:
-            time.sleep(0.05)  # a starting server, polled with a deadline
-    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
+            pass
+        time.sleep(0.05)  # a starting server, polled with a deadline
+    raise RuntimeError(f"{failure} after {timeout:.0f} s")
 
 
 def in_threads(clients: int, work) -> float:
@@ -136,4 +150,5 @@ __all__ = [
     "namespace",
     "postback_command",
     "wait_for_port",
+    "wait_until",
 ]

@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from storage.keys import Keys
+from storage.stream_reader import id_ms
 
 EVERY_MS = 5000
 #: About 20 minutes of samples at one per 5 s.
@@ -54,7 +55,7 @@ def read(client: redis.Redis, keys: Keys, since_ms: int) -> list[dict]:
         keys.lag_history(), min=f"{max(0, since_ms - 60_000)}-0", max="+"
     ):
         try:
-            time_ms = int(fields.get("time") or entry_id.partition("-")[0])
+            time_ms = int(fields["time"]) if fields.get("time") else id_ms(entry_id)
             groups = orjson.loads(fields.get("groups") or "{}")
         except (ValueError, orjson.JSONDecodeError):
             continue

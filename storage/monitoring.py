@@ -15,6 +15,7 @@ import redis
 from storage.keys import FORWARDER_GROUP, MATCHER_GROUP, Keys
 from storage.partner_health import paused_partners as read_paused
 from storage.redis_client import UNAVAILABLE
+from storage.stream_reader import id_ms
 
 #: Most entries read to count a lag Redis cannot report (null after XDEL or trimming).
 COUNT_LIMIT = 10_000
@@ -103,7 +104,7 @@ def _group_details(client: redis.Redis, rows: list, now_ms: int) -> list[dict]:
         pending = int(info.get("pending") or 0)
         oldest = 0.0
         if isinstance(pending_summary, dict) and pending_summary.get("min"):
-            oldest = max(0.0, (now_ms - int(pending_summary["min"].split("-")[0])) / 1000)
+            oldest = max(0.0, (now_ms - id_ms(pending_summary["min"])) / 1000)
         lag = info.get("lag")
         if not isinstance(lag, int) or lag > length:
             # Null after XDEL/trimming, absent before Redis 7, too high after trimming.

@@ -47,15 +47,7 @@ class Store:
 
     # -- sources ---------------------------------------------------------------------
     def add_source(self, source: Source) -> Source:
-        source.created = source.created or now_ms()
-        key = self.keys.source(source.key)
-        if not self.r.hsetnx(key, "key", source.key):
-            raise ValidationError("key", "a source with this key already exists")
-        pipe = self.r.pipeline()
-        pipe.hset(key, mapping=source.to_redis())
-        pipe.sadd(self.keys.sources_index(), source.key)
-        self._bump(pipe)
-        pipe.execute()
+        self._add("source", source, taken="a source with this key already exists")
         self._copy_source(source.key)
         return source
 
@@ -75,13 +67,10 @@ class Store:
                 raise result
 
     def get_source(self, source_key: str) -> Source:
-        data = self.r.hgetall(self.keys.source(source_key))
-        if not data:
-            raise NotFound(f"source {source_key!r} not found")
-        return Source.from_redis(data)
+        return self._get("source", source_key)
 
     def list_sources(self) -> list[Source]:
-        return self._list(self.keys.sources_index(), self.keys.source, Source)
+        return self._list("source")
 
     def update_source(self, source_key: str, **changes) -> Source:
         source = self.get_source(source_key)
@@ -93,62 +82,35 @@ class Store:
 
     # -- offers ----------------------------------------------------------------------
     def add_offer(self, offer: Offer) -> Offer:
-        offer.created = offer.created or now_ms()
-        return self._add(
-            self.keys.offer(offer.offer_id),
-            self.keys.offers_index(),
-            offer,
-            offer.offer_id,
-            "offer_id",
-        )
+        return self._add("offer", offer)
 
     def get_offer(self, offer_id: str) -> Offer:
-        data = self.r.hgetall(self.keys.offer(offer_id))
-        if not data:
-            raise NotFound(f"offer {offer_id!r} not found")
-        return Offer.from_redis(data)
+        return self._get("offer", offer_id)
 
     def list_offers(self) -> list[Offer]:
-        return self._list(self.keys.offers_index(), self.keys.offer, Offer)
+        return self._list("offer")
 
     def update_offer(self, offer_id: str, offer: Offer) -> Offer:
         """Replace an offer's fields with a freshly validated ``offer`` (same id)."""
-        current = self.get_offer(offer_id)
-        offer.created, offer.active = current.created, current.active
-        self._save(self.keys.offer(offer_id), offer.to_redis())
-        return offer
+        return self._replace("offer", offer_id, offer)
 
     # -- partners --------------------------------------------------------------------
     def add_partner(self, partner: Partner) -> Partner:
-        partner.created = partner.created or now_ms()
-        return self._add(
-            self.keys.partner(partner.partner_id),
-            self.keys.partners_index(),
-            partner,
-            partner.partner_id,
-            "partner_id",
-        )
+        return self._add("partner", partner)
 
     def get_partner(self, partner_id: str) -> Partner:
-        data = self.r.hgetall(self.keys.partner(partner_id))
-        if not data:
-            raise NotFound(f"partner {partner_id!r} not found")
-        return Partner.from_redis(data)
+        return self._get("partner", partner_id)
 
     def list_partners(self) -> list[Partner]:
-        return self._list(self.keys.partners_index(), self.keys.partner, Partner)
+        return self._list("partner")
 
     def update_partner(self, partner_id: str, partner: Partner) -> Partner:
-        current = self.get_partner(partner_id)
-        partner.created, partner.active = current.created, current.active
-        self._save(self.keys.partner(partner_id), partner.to_redis())
-        return partner
+        """Replace a partner's fields with a freshly validated ``partner`` (same id)."""
+        return self._replace("partner", partner_id, partner)
 
     # -- activation (sources by key, offers and partners by id) ----------------------
     def set_active(self, kind: str, record_id: str, active: bool) -> None:
-        key = {"source": self.keys.source, "offer": self.keys.offer, "partner": self.keys.partner}[
-            kind
-        ](record_id)
+        key = self._kind(kind)[0](record_id)
         if not self.r.exists(key):
             raise NotFound(f"{kind} {record_id!r} not found")
         pipe = self.r.pipeline()
@@ -259,15 +221,42 @@ class Store:
         return conversion_public(data)
 
     # -- helpers ---------------------------------------------------------------------
-    def _add(self, key: str, index: str, record, record_id: str, field_name: str):
-        id_field = field_name
+    def _kind(self, kind: str) -> tuple:
+        """How a kind of record is kept: its key from its id, its index, its id field, its class."""
+        return {
+            "source": (self.keys.source, self.keys.sources_index(), "key", Source),
+            "offer": (self.keys.offer, self.keys.offers_index(), "offer_id", Offer),
+            "partner": (self.keys.partner, self.keys.partners_index(), "partner_id", Partner),
+        }[kind]
+
+    def _add(self, kind: str, record, *, taken: str = ""):
+        """Store a new record and index it; ``taken`` is the message when its id is in use."""
+        key_of, index, id_field, _ = self._kind(kind)
+        record_id = getattr(record, id_field)
+        record.created = record.created or now_ms()
+        key = key_of(record_id)
         if not self.r.hsetnx(key, id_field, record_id):
-            raise ValidationError(field_name, f"{record_id!r} already exists")
+            raise ValidationError(id_field, taken or f"{record_id!r} already exists")
         pipe = self.r.pipeline()
         pipe.hset(key, mapping=record.to_redis())
         pipe.sadd(index, record_id)
         self._bump(pipe)
         pipe.execute()
+        return record
+
+    def _get(self, kind: str, record_id: str):
+        key_of, _, _, cls = self._kind(kind)
+        data = self.r.hgetall(key_of(record_id))
+        if not data:
+            raise NotFound(f"{kind} {record_id!r} not found")
+        return cls.from_redis(data)
+
+    def _replace(self, kind: str, record_id: str, record):
+        """Store a freshly validated ``record`` over the one with ``record_id``, keeping when
+        that was created and whether it is active."""
+        current = self._get(kind, record_id)
+        record.created, record.active = current.created, current.active
+        self._save(self._kind(kind)[0](record_id), record.to_redis())
         return record
 
     def _save(self, key: str, mapping: dict[str, str]) -> None:
@@ -276,7 +265,8 @@ class Store:
         self._bump(pipe)
         pipe.execute()
 
-    def _list(self, index: str, key_of, cls) -> list:
+    def _list(self, kind: str) -> list:
+        key_of, index, _, cls = self._kind(kind)
         ids = sorted(self.r.smembers(index))
         pipe = self.r.pipeline(transaction=False)
         for record_id in ids:

@@ -150,6 +150,31 @@ def client(app) -> testing.TestClient:
 
 
 @pytest.fixture
+def cli_env(monkeypatch, settings, redis_client):
+    """Point the ``postback`` command, run in this process, at this test's namespace."""
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
+    return redis_client
+
+
+@pytest.fixture
+def admin(cli_env, store, capsys):
+    """``postback admin ARGS...`` in this process: ``(exit code, stdout, stderr)``."""
+    from scripts.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(["admin", *argv])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
 def source(store) -> Source:
     """An active source (any caller IP) with a fresh random key."""
     return store.add_source(Source.build(name="source-" + uuid.uuid4().hex[:8]))

@@ -35,6 +35,30 @@ def free_port() -> int:
             return port
 
 
+def child_env(settings, **extra: str) -> dict[str, str]:
+    """This process's environment pointed at the test's Redis, namespace and partition
+    count, plus ``extra`` (``POSTBACK_BLOCK_MS="100"``...): for a ``postback`` child."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "POSTBACK_NAMESPACE": settings.namespace,
+        "POSTBACK_PARTITIONS": str(settings.partitions),
+        **extra,
+    }
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM and the exit code within ``timeout`` (else TimeoutExpired); a process still
+    running on the way out is killed either way."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Service:
     """One ``python -m scripts.cli ARGS...`` child process."""
 

@@ -8,27 +8,9 @@ import pytest
 from falcon import testing
 
 from edge.app import create_app
-from scripts.cli import main
 
 TOKEN = "s3cret-admin-token"
 KEY = "aff-network-dialect-key-01"
-
-
-@pytest.fixture
-def admin(settings, store, monkeypatch, capsys):
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
-    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(["admin", *argv])
-        except SystemExit as exc:  # argparse
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

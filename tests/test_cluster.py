@@ -6,7 +6,6 @@ The cluster is the session's (``cluster`` fixture: three ``redis-server
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from scripts.cli import main as cli_main
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace, ensure_groups, is_cluster
 from storage.repositories import Store
+from tests.procs import child_env
 from tests.sink import Reply, enqueue_job, forwarded, sample_payload, sink_fixture  # noqa: F401
 from tests.test_matcher_worker import Worker, wait_for
 
@@ -249,15 +249,12 @@ def test_an_edge_started_before_the_cluster_answered_switches_to_a_cluster_clien
 
 
 def _forwarder(settings, consumer: str, log_path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "POSTBACK_NAMESPACE": settings.namespace,
-        "POSTBACK_PARTITIONS": str(settings.partitions),
-        "POSTBACK_LEASE_MS": str(settings.lease_ms),
-        "POSTBACK_BLOCK_MS": "100",
-        "POSTBACK_CLAIM_IDLE_MS": "60000",  # a take-over, not the idle claim, must do it
-    }
+    env = child_env(
+        settings,
+        POSTBACK_LEASE_MS=str(settings.lease_ms),
+        POSTBACK_BLOCK_MS="100",
+        POSTBACK_CLAIM_IDLE_MS="60000",  # a take-over, not the idle claim, must do it
+    )
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "scripts.cli", "forwarder", "--consumer", consumer]

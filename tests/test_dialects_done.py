@@ -11,20 +11,16 @@ import pytest
 from falcon import testing
 
 from edge.app import create_app
-from scripts.cli import main
 from tests.sink import make_forwarder_fixture, sink_fixture, until  # noqa: F401 - fixtures
 from tests.test_matcher_worker import Worker, wait_for
 
 
 @pytest.fixture
-def admin(settings, store, monkeypatch, capsys):
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
-    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
+def admin(admin):
+    """conftest's ``admin`` for commands that must succeed: their output, stripped."""
 
     def run(*argv: str) -> str:
-        code = main(["admin", *argv])
-        out, err = capsys.readouterr()
+        code, out, err = admin(*argv)
         assert code == 0, err
         return out.strip()
 

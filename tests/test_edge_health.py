@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +10,7 @@ import pytest
 import requests
 
 from core.entities import Source
+from tests.procs import child_env, free_port, stop
 
 
 def test_health(client):
@@ -52,12 +50,6 @@ def test_the_edge_creates_the_consumer_groups_at_start(settings, redis_client, k
 # -- the real server -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -79,13 +71,8 @@ def _chunks(total: int, size: int = 64 * 1024):
 
 def test_postback_edge_serves_and_stops_cleanly(settings, store, redis_client, keys):
     source = store.add_source(Source.build(name="live"))
-    port = _free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "POSTBACK_NAMESPACE": settings.namespace,
-        "POSTBACK_PARTITIONS": str(settings.partitions),
-    }
+    port = free_port()
+    env = child_env(settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scripts.cli", "edge", "--host", "127.0.0.1", "--port", str(port)]
         + ["--threads", "2"],
@@ -112,13 +99,9 @@ def test_postback_edge_serves_and_stops_cleanly(settings, store, redis_client, k
         assert resp.status_code == 413
         assert redis_client.xlen(keys.input_stream(0)) == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=15)
+            code = stop(proc, 15)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             stderr = proc.stderr.read().decode()
             proc.stderr.close()
     assert code == 0, stderr

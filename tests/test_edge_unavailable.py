@@ -99,9 +99,22 @@ def relay(settings):
     relay.stop()
 
 
-def relayed(settings, relay):
+@pytest.fixture
+def edge_via_relay(settings, relay):
+    """Make the edge app, talking to Redis through ``relay``: a falcon test client
+    (the app is made when called, so a test can start the relay first or not at all)."""
     db = urlsplit(settings.redis_url).path or "/0"
-    return settings.with_overrides(redis_url=f"redis://127.0.0.1:{relay.port}{db}")
+    apps = []
+
+    def make() -> testing.TestClient:
+        apps.append(
+            create_app(settings.with_overrides(redis_url=f"redis://127.0.0.1:{relay.port}{db}"))
+        )
+        return testing.TestClient(apps[-1])
+
+    yield make
+    for app in apps:
+        app.ctx.redis.close()
 
 
 def assert_503(resp):
@@ -119,90 +132,76 @@ def poll_until(check, deadline_s: float = 10.0):
         time.sleep(0.02)  # polling with a deadline, not a fixed wait
 
 
-def test_every_path_answers_503_when_redis_is_unreachable(settings, relay):
-    app = create_app(relayed(settings, relay))  # relay never started: connection refused
-    try:
-        client = testing.TestClient(app)
-        key = "k" * 24
-        assert_503(client.simulate_get(f"/postback/{key}", query_string="click_id=c"))
-        assert_503(client.simulate_post(f"/postback/{key}", json={"click_id": "c"}))
-        assert_503(client.simulate_post(f"/postback/{key}/batch", json=[{"click_id": "c"}]))
-        assert_503(client.simulate_get("/click/O1", query_string="partner=p&user=u"))
-        resp = client.simulate_get("/ready")
-        assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
-        # Validation needs no Redis: a bad postback is still told what is wrong.
-        assert client.simulate_get(f"/postback/{key}", query_string="x=1").status_code == 400
-        assert client.simulate_get("/health").status_code == 200
-    finally:
-        app.ctx.redis.close()
+def test_every_path_answers_503_when_redis_is_unreachable(edge_via_relay):
+    client = edge_via_relay()  # relay never started: connection refused
+    key = "k" * 24
+    assert_503(client.simulate_get(f"/postback/{key}", query_string="click_id=c"))
+    assert_503(client.simulate_post(f"/postback/{key}", json={"click_id": "c"}))
+    assert_503(client.simulate_post(f"/postback/{key}/batch", json=[{"click_id": "c"}]))
+    assert_503(client.simulate_get("/click/O1", query_string="partner=p&user=u"))
+    resp = client.simulate_get("/ready")
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
+    # Validation needs no Redis: a bad postback is still told what is wrong.
+    assert client.simulate_get(f"/postback/{key}", query_string="x=1").status_code == 400
+    assert client.simulate_get("/health").status_code == 200
 
 
-def test_the_edge_recovers_by_itself(settings, store, relay, redis_client, keys):
+def test_the_edge_recovers_by_itself(store, relay, edge_via_relay, redis_client, keys):
     source = store.add_source(Source.build(name="flaky"))
     store.add_offer(Offer.build("O1", fixed="1.00"))
     store.add_partner(Partner.build("p1", url="https://pub.example/pb"))
     relay.start()
-    app = create_app(relayed(settings, relay))
-    try:
-        client = testing.TestClient(app)
-        url = f"/postback/{source.key}"
-        assert client.simulate_get(url, query_string="click_id=before").status_code == 200
+    client = edge_via_relay()
+    url = f"/postback/{source.key}"
+    assert client.simulate_get(url, query_string="click_id=before").status_code == 200
 
-        relay.stop()
-        assert_503(client.simulate_get(url, query_string="click_id=during"))
-        assert_503(client.simulate_post(f"{url}/batch", json=[{"click_id": "during-batch"}]))
-        assert client.simulate_get("/ready").status_code == 503
+    relay.stop()
+    assert_503(client.simulate_get(url, query_string="click_id=during"))
+    assert_503(client.simulate_post(f"{url}/batch", json=[{"click_id": "during-batch"}]))
+    assert client.simulate_get("/ready").status_code == 503
 
-        relay.start()
-        assert poll_until(
-            lambda: client.simulate_get(url, query_string="click_id=after").status_code == 200
-        )
-        assert client.simulate_get("/ready").status_code == 200
-        resp = client.simulate_get("/click/O1", query_string="partner=p1&user=u1")
-        assert resp.status_code == 200
-        clicks = [
-            orjson.loads(fields["params"])["click_id"]
-            for _, fields in redis_client.xrange(keys.input_stream(0))
-        ]
-        assert clicks[0] == "before" and clicks[-1] == "after"
-        assert "during" not in clicks and "during-batch" not in clicks
-    finally:
-        app.ctx.redis.close()
+    relay.start()
+    assert poll_until(
+        lambda: client.simulate_get(url, query_string="click_id=after").status_code == 200
+    )
+    assert client.simulate_get("/ready").status_code == 200
+    resp = client.simulate_get("/click/O1", query_string="partner=p1&user=u1")
+    assert resp.status_code == 200
+    clicks = [
+        orjson.loads(fields["params"])["click_id"]
+        for _, fields in redis_client.xrange(keys.input_stream(0))
+    ]
+    assert clicks[0] == "before" and clicks[-1] == "after"
+    assert "during" not in clicks and "during-batch" not in clicks
 
 
-def test_a_redis_restart_between_requests_fails_none(settings, store, relay, redis_client, keys):
+def test_a_redis_restart_between_requests_fails_none(
+    store, relay, edge_via_relay, redis_client, keys
+):
     source = store.add_source(Source.build(name="restarted"))
     relay.start()
-    app = create_app(relayed(settings, relay))
-    try:
-        client = testing.TestClient(app)
-        url = f"/postback/{source.key}"
-        assert client.simulate_get(url, query_string="click_id=one").status_code == 200
-        relay.stop()  # every open connection is closed by the far side...
-        relay.start()  # ...and Redis is back before the next postback arrives
-        assert client.simulate_get(url, query_string="click_id=two").status_code == 200
-        assert redis_client.xlen(keys.input_stream(0)) == 2
-    finally:
-        app.ctx.redis.close()
+    client = edge_via_relay()
+    url = f"/postback/{source.key}"
+    assert client.simulate_get(url, query_string="click_id=one").status_code == 200
+    relay.stop()  # every open connection is closed by the far side...
+    relay.start()  # ...and Redis is back before the next postback arrives
+    assert client.simulate_get(url, query_string="click_id=two").status_code == 200
+    assert redis_client.xlen(keys.input_stream(0)) == 2
 
 
-def test_groups_are_created_once_redis_is_back(settings, relay, redis_client, keys):
+def test_groups_are_created_once_redis_is_back(relay, edge_via_relay, redis_client, keys):
     # Not the ``store`` fixture: it creates the groups itself.
     source = Store(redis_client, keys).add_source(Source.build(name="late"))
-    app = create_app(relayed(settings, relay))  # Redis unreachable at start
+    client = edge_via_relay()  # Redis unreachable at start
     assert not redis_client.exists(keys.input_stream(0))
-    try:
-        client = testing.TestClient(app)
-        relay.start()
-        resp = poll_until(
-            lambda: client.simulate_get(f"/postback/{source.key}", query_string="click_id=c")
-        )
-        assert resp.status_code == 200
-        groups = redis_client.xinfo_groups(keys.input_stream(0))
-        assert [g["name"] for g in groups] == ["matcher"]
-        assert redis_client.xinfo_groups(keys.forward_stream(0))[0]["name"] == "forwarder"
-    finally:
-        app.ctx.redis.close()
+    relay.start()
+    resp = poll_until(
+        lambda: client.simulate_get(f"/postback/{source.key}", query_string="click_id=c")
+    )
+    assert resp.status_code == 200
+    groups = redis_client.xinfo_groups(keys.input_stream(0))
+    assert [g["name"] for g in groups] == ["matcher"]
+    assert redis_client.xinfo_groups(keys.forward_stream(0))[0]["name"] == "forwarder"
 
 
 def test_a_redis_error_is_503_and_writes_nothing(settings, store, redis_client, keys):

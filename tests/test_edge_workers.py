@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -16,6 +15,8 @@ from core.config import ConfigError, Settings, usable_cpus
 from core.entities import Source
 from scripts.embedded_redis import free_port
 from tests.output import Output
+from tests.procs import child_env, stop
+from tests.sink import until
 
 pytestmark = pytest.mark.slow
 
@@ -36,24 +37,10 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _until(check, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)  # polling with a deadline
-
-
 def _start(settings, *argv: str, env: dict | None = None) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "POSTBACK_NAMESPACE": settings.namespace,
-        "POSTBACK_PARTITIONS": str(settings.partitions),
-        **(env or {}),
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "scripts.cli", "edge", "--host", "127.0.0.1", *argv],
-        env=env,
+        env=child_env(settings, **(env or {})),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -92,16 +79,12 @@ def test_workers_share_the_port_a_dead_one_comes_back_and_sigterm_stops_all(
             text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=15).text
             assert _received(text) == 30
     finally:
-        proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=30)
+            code = stop(proc, 30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             lines.close()
     assert code == 0
-    _until(lambda: all(_gone(pid) for pid in pids))
+    until(lambda: all(_gone(pid) for pid in pids), timeout=20, message="every worker gone")
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=2)
 

@@ -43,14 +43,6 @@ return n
 """
 
 
-@pytest.fixture
-def cli_env(monkeypatch, settings, redis_client):
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
-    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
-    return redis_client
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from core.delivery import verify_signature
 from core.entities import Partner
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import connect, ensure_groups
+from tests.procs import child_env, stop
 from tests.sink import (  # noqa: F401 - fixtures
     Reply,
     enqueue_job,
@@ -315,14 +315,7 @@ def test_stop_finishes_the_delivery_in_hand(store, redis_client, keys, sink, mak
 def test_the_command_delivers_and_exits_0_on_sigterm(store, redis_client, keys, settings, sink):
     add_partner(store, sink)
     enqueue_job(redis_client, keys, "p1")
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "POSTBACK_NAMESPACE": settings.namespace,
-        "POSTBACK_PARTITIONS": str(settings.partitions),
-        "POSTBACK_LEASE_MS": str(settings.lease_ms),
-        "POSTBACK_BLOCK_MS": "100",
-    }
+    env = child_env(settings, POSTBACK_LEASE_MS=str(settings.lease_ms), POSTBACK_BLOCK_MS="100")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -341,8 +334,7 @@ def test_the_command_delivers_and_exits_0_on_sigterm(store, redis_client, keys, 
     )
     try:
         until(lambda: forwarded(redis_client, keys), timeout=20, message="the command's delivery")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
+        assert stop(proc, 15) == 0, proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -163,16 +163,22 @@ def test_a_2xx_between_failures_restarts_the_count():
     assert tally.succeeded and tally.failures == 3
 
 
-def test_a_paused_partner_is_resumed_by_hand(redis_client, keys, store, sink):
-    add_partner(store, sink, "p1")
+def pause(redis_client, keys, partner_id: str, now_ms: int, error: str) -> None:
+    """What a forwarder records after a partner's tenth failure in a row: paused, its
+    probe slot taken for 60 s."""
     partner_health.record(
         redis_client,
         keys,
-        {"p1": partner_health.Tally(failures=10, last_error="HTTP 500")},
+        {partner_id: partner_health.Tally(failures=10, last_error=error)},
         pause_after=10,
         probe_interval_s=60,
-        now_ms=1000,
+        now_ms=now_ms,
     )
+
+
+def test_a_paused_partner_is_resumed_by_hand(redis_client, keys, store, sink):
+    add_partner(store, sink, "p1")
+    pause(redis_client, keys, "p1", now_ms=1000, error="HTTP 500")
     assert [p["partner_id"] for p in paused_partners(redis_client, keys)] == ["p1"]
     partner_health.resume(redis_client, keys, "p1")
     assert paused_partners(redis_client, keys) == []
@@ -184,14 +190,7 @@ def test_jobs_of_a_partner_paused_elsewhere_wait_for_its_probe(
     add_partner(store, sink, "p1")
     # Another forwarder process paused it a moment ago; its probe slot is taken.
     now_ms = int(time.time() * 1000)
-    partner_health.record(
-        redis_client,
-        keys,
-        {"p1": partner_health.Tally(failures=10, last_error="HTTP 502")},
-        pause_after=10,
-        probe_interval_s=60,
-        now_ms=now_ms,
-    )
+    pause(redis_client, keys, "p1", now_ms=now_ms, error="HTTP 502")
     for i in range(3):
         enqueue_job(redis_client, keys, "p1", sample_payload(click_id=f"C{i}"))
     forwarder = make_forwarder()

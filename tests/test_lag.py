@@ -13,15 +13,6 @@ from storage.keys import FORWARDER_GROUP, MATCHER_GROUP, Keys
 from storage.redis_client import ensure_groups
 
 
-@pytest.fixture
-def cli_env(monkeypatch, settings, redis_client):
-    """Point the ``postback`` command at this test's namespace."""
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("POSTBACK_NAMESPACE", settings.namespace)
-    monkeypatch.setenv("POSTBACK_PARTITIONS", str(settings.partitions))
-    return redis_client
-
-
 def add_postbacks(client, stream: str, n: int) -> list[str]:
     pipe = client.pipeline(transaction=False)
     for _ in range(n):

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -24,21 +23,16 @@ from storage.keys import Keys
 from storage.redis_client import connect, ensure_groups
 from storage.repositories import Store
 from storage.scripts import ScriptPipe, Scripts
+from tests.sink import until
 from tests.test_matcher import SOURCE, add_click, add_partner, drain, points, post, received
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    """Poll ``predicate`` until it returns something truthy (``tests.sink.until`` with the
+    longer deadline a child process needs), or fail after ``timeout``."""
+    return until(predicate, timeout=timeout, message=what)
 
 
 def postback_command() -> list[str]:

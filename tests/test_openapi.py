@@ -175,6 +175,8 @@ def test_limits_are_the_codes(document):
     too_large = batch["responses"]["413"]["description"]
     assert f"{MAX_SINGLE_BODY // 1024} KiB single, {MAX_BATCH_BODY // 2**20} MiB batch" in too_large
     assert f"{throttle.LIMIT} invalid keys" in batch["responses"]["429"]["description"]
+    guesses = document["components"]["responses"]["TokenGuesses"]["description"]
+    assert f"{throttle.LIMIT} wrong tokens" in guesses
     payout = query_parameter(document, "/postback/{key}", "payout")
     assert f"0 to {int(MAX_AMOUNT):,}" in payout["description"]
     for path in ("/api/admin/received-postbacks", "/api/admin/partner-distribution-logs"):
