@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from core.entities import SUB_IDS, ValidationError
+from core.clicks import SUB_IDS
 from core.postback import KNOWN_FIELDS, STATUSES
+from core.validation import ValidationError
 
 #: What a partner may rename: every field of the payload (SPEC §5), extras included.
 PAYLOAD_FIELDS = frozenset(
@@ -138,16 +139,9 @@ class _Dialect:
     def __bool__(self) -> bool:
         return bool(self.params or self.status_map)
 
-    def to_json(self) -> str:
-        """The stored form ("" when the names are ours), canonical so that the edge's
-        cached copy of a source's compares equal to Redis's (storage/lua/ingest.lua)."""
-        if not self:
-            return ""
-        data = {"params": self.params, "status_map": self.status_map}
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
-
     @classmethod
     def from_json(cls, text: str):
+        """From a record's stored ``dialect`` field (``core.records.stored_in``)."""
         if not text:
             return cls()
         data = orjson.loads(text)

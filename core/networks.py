@@ -7,7 +7,7 @@
     ValueError: 'nope' is not an IP address or CIDR
 
 Callers decide what a bad entry means: a setting stops the command (``core.config``), an
-admin's input is a 400 naming ``allow_ip`` (``core.entities``), and an allow-list read
+admin's input is a 400 naming ``allow_ip`` (``core.validation``), and an allow-list read
 back from Redis (validated when it was written) drops it, which only narrows who may call.
 """
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from core.entities import SUB_IDS, Partner
+from core.clicks import SUB_IDS
+from core.partners import Partner
 
 #: Extra postback fields passed on to partners when the source sent them.
 EXTRA_FIELDS = ("survey_id", "goal", "reason")

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.entities import Offer
 from core.money import MAX_AMOUNT, parse_amount, to_cents
+from core.offers import Offer
 
 #: One percent in the rule's integer unit (percent × 10,000).
 _PERCENT_UNIT = 10_000

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
@@ -216,14 +216,12 @@ def last_values(params: Mapping[str, object]) -> dict:
 
 
 def parse_form(body: bytes) -> dict:
-    """A form-encoded body as a dict of strings (last value wins)."""
-    from falcon.uri import parse_query_string
-
+    """A form-encoded body as a dict of strings (last value wins, first position kept)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise PostbackError("body", "body: form data must be UTF-8") from None
-    return last_values(parse_query_string(text, keep_blank=True))
+    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 def parse_json_object(body: bytes, name: str = "body") -> dict:

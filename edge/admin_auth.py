@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 import falcon
 
-from core.entities import ValidationError
 from core.flags import parse_flag
+from core.validation import ValidationError
 from edge import throttle
 from edge.context import EdgeContext
 from edge.postbacks import caller_ip

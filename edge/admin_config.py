@@ -1,8 +1,8 @@
 """The admin HTTP API for configuration (SPEC §7): create, list, change, deactivate and
 activate sources, offers and partners under ``/api/admin/{sources,offers,partners}``.
 
-Validation goes through ``core.entities``, so a bad field gets the same one-line message
-as from ``postback admin``; 400 names the field, 404 an unknown id, 409 a duplicate.
+Validation goes through ``core`` (``core.sources``, ``offers``, ``partners``), so a bad
+field gets the same one-line message as from ``postback admin``; 400 names the field, 404 an unknown id, 409 a duplicate.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from collections.abc import Iterable
 import falcon
 
 from core.dialects import SourceDialect
-from core.entities import Offer, Partner, Source, ValidationError, check_networks
 from core.money import format_cents
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError, check_networks
 from edge.admin_auth import AdminResource, authorize, bool_param
 from edge.context import EdgeContext
+from storage.dns import resolve_host
 
 # -- request bodies (400 names the field) ------------------------------------------------
 _TEXT_FIELDS = {"name", "key", "secret", "url", "method", "scope", "email", "currency"}
@@ -120,12 +124,11 @@ class Sources(_Collection):
     kind = "source"
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = json_body(req, ("name", "key", "allow_ip", "allow", "secret", *DIALECT_FIELDS))
+        body = json_body(req, ("name", "key", "allow_ip", "allow", *DIALECT_FIELDS))
         source = Source.build(
             name=body.get("name", ""),
             key=body.get("key"),
             allow_ip=_allow_ip_of(body) or [],
-            secret=body.get("secret", ""),
             params=body.get("params"),
             status_map=body.get("status_map"),
         )
@@ -137,7 +140,7 @@ class SourceItem(_Item):
     kind = "source"
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        body = json_body(req, ("name", "allow_ip", "allow", "secret", "active", *DIALECT_FIELDS))
+        body = json_body(req, ("name", "allow_ip", "allow", "active", *DIALECT_FIELDS))
         changes: dict = {}
         if "name" in body:
             if not body["name"].strip():
@@ -146,8 +149,6 @@ class SourceItem(_Item):
         allow = _allow_ip_of(body)
         if allow is not None:
             changes["allow"] = check_networks(allow)
-        if "secret" in body:
-            changes["secret"] = body["secret"]
         current = self._get(key)  # 404 before any write
         if any(name in body for name in DIALECT_FIELDS):
             # Each given object replaces the source's; the other is kept.
@@ -225,7 +226,7 @@ class Partners(_Collection):
         partner_id = body.pop("partner_id", None)
         if "url" not in body:
             raise ValidationError("url", "required")
-        partner = Partner.build(partner_id, **body)
+        partner = Partner.build(partner_id, **body, resolve=resolve_host)
         self._create(resp, partner, partner.partner_id)
 
 
@@ -238,7 +239,7 @@ class PartnerItem(_Item):
         current = self._get(partner_id)
         fields = {name: getattr(current, name) for name in PARTNER_FIELDS}
         fields.update({k: v for k, v in body.items() if k != "active"})
-        partner = Partner.build(partner_id, **fields)
+        partner = Partner.build(partner_id, **fields, resolve=resolve_host)
         self.ctx.store.update_partner(partner_id, partner)
         self._patched(resp, partner_id, body)
 

@@ -19,7 +19,7 @@ import contextlib
 import falcon
 import orjson
 
-from core.entities import ValidationError
+from core.validation import ValidationError
 from edge.admin_auth import AdminResource, authorize, check_entry_id, paging
 from edge.admin_config import json_body
 from storage import deadletters, logs

@@ -11,7 +11,7 @@ import orjson
 import redis
 
 from core.config import Settings
-from core.entities import ValidationError
+from core.validation import ValidationError
 from edge import (
     admin,
     admin_config,

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import falcon
 import orjson
 
-from core.entities import SUB_IDS, Click
+from core.clicks import SUB_IDS, Click
 from edge.context import EdgeContext
 from edge.postbacks import caller_ip
 from storage.repositories import NotFound

@@ -17,8 +17,8 @@ import sys
 import waitress
 
 from core.config import ConfigError, Settings, usable_cpus, workers
-from core.entities import ValidationError
 from core.postback import MAX_BATCH_BODY
+from core.validation import ValidationError
 from edge import workers as edge_workers
 from edge.app import create_app
 

@@ -2,7 +2,8 @@
 
 Every subcommand takes ``--json`` and then prints one JSON object (lists: one object with
 the records under the plural name). Amounts are strings with two decimals. Validation is
-``core.entities``'s, so a bad field fails with one line naming it, as on the admin API.
+``core``'s (``core.sources``, ``offers``, ``partners``…), so a bad field fails with one
+line naming it, as on the admin API.
 
     postback admin source add --name "Survey wall"          # prints the new key
     postback admin offer add VBFS6 --revshare 80 --url 'https://offer.example/?c={click_id}'
@@ -17,9 +18,14 @@ import sys
 
 import orjson
 
+from core.clicks import SUB_IDS
 from core.config import Settings
 from core.dialects import merge_pairs, parse_pairs
-from core.entities import SUB_IDS, Offer, Partner, Source, ValidationError
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError
+from storage.dns import resolve_host
 from storage.keys import Keys
 from storage.redis_client import connect
 from storage.repositories import Store
@@ -43,7 +49,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="CIDR",
         help="caller addresses allowed (repeat); none = any",
     )
-    add.add_argument("--secret", default="", help="optional signing secret")
     _dialect_options(add, "source")
     change = source.add_parser("set", parents=[common], help="change a source; at once")
     change.add_argument("key", metavar="KEY")
@@ -167,7 +172,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _source_add(store: Store, args) -> tuple[dict, str]:
-    options = _options(args, "name", "key", "allow_ip", "secret")
+    options = _options(args, "name", "key", "allow_ip")
     source = store.add_source(Source.build(**options, **_dialect_of(args)))
     return source.public(), source.key
 
@@ -231,7 +236,9 @@ def _offer_goal(store: Store, args) -> tuple[dict, str]:
 
 def _partner_add(store: Store, args) -> tuple[dict, str]:
     options = _options(args, "url", "method", "scope", "secret", "name", "email", "allow_private")
-    partner = store.add_partner(Partner.build(args.partner_id, **options, **_dialect_of(args)))
+    partner = store.add_partner(
+        Partner.build(args.partner_id, **options, **_dialect_of(args), resolve=resolve_host)
+    )
     return partner.public(), f"partner {partner.partner_id} created"
 
 
@@ -248,10 +255,13 @@ def _click_add(store: Store, args) -> tuple[dict, str]:
 
 
 def _user_show(store: Store, args) -> tuple[dict, str]:
+    """``4.00 points`` (and ``(held: 2.00)``). Points are their own unit, not money: one
+    point per 1.00 of partner payout whatever the offer's currency (SPEC §2), so the line
+    names the unit rather than a currency the points do not have."""
     user = store.user(args.user_id)
     if user["held"] != "0.00":
-        return user, f"{user['points']} (held: {user['held']})"
-    return user, user["points"]
+        return user, f"{user['points']} points (held: {user['held']})"
+    return user, f"{user['points']} points"
 
 
 def _conversion_show(store: Store, args) -> tuple[dict, str]:

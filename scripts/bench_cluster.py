@@ -19,9 +19,11 @@ import time
 
 import orjson
 
+from core.clicks import Click
 from core.config import Settings
 from core.conversions import routing_identity
-from core.entities import Click, Offer, Partner
+from core.offers import Offer
+from core.partners import Partner
 from scripts.bench_util import child, env_for, namespace, postback_command
 from scripts.local_cluster import start_cluster
 from storage.keys import Keys

@@ -23,7 +23,7 @@ import time
 import uuid
 
 from core.config import Settings
-from core.entities import Source
+from core.sources import Source
 from scripts.bench_util import free_port, wait_until
 from storage.keys import Keys
 from storage.redis_client import connect, delete_namespace

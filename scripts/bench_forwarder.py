@@ -27,9 +27,9 @@ import uuid
 import orjson
 import requests
 
-from core import delivery
 from core.config import Settings
-from core.entities import Partner
+from core.delivery_request import build_request
+from core.partners import Partner
 from processors.forwarder.cli import cpu_number, pin_to_cpu
 from processors.forwarder.worker import Forwarder
 from scripts.bench_util import Row, in_threads
@@ -203,7 +203,7 @@ def _yardstick(sink_url: str, path: str, jobs: int, threads: int, method: str) -
     created = int(time.time() * 1000)
     url = f"{sink_url}{path}/bench-0"
     requests_ = [
-        delivery.build_request(url, method, _job(i, "bench-0", created)["payload"], secret="s")
+        build_request(url, method, _job(i, "bench-0", created)["payload"], secret="s")
         for i in range(jobs)
     ]
     shares = [requests_[i::threads] for i in range(threads)]

@@ -19,8 +19,8 @@ import time
 import orjson
 
 from core.config import Settings
-from core.entities import Source
 from core.postback import validate_item
+from core.sources import Source
 from scripts.bench_util import (
     Row,
     child,

@@ -20,8 +20,11 @@ import urllib.parse
 
 import orjson
 
+from core.clicks import Click
 from core.config import Settings
-from core.entities import Click, Offer, Partner, Source
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
 from scripts.bench_util import (
     Row,
     child,

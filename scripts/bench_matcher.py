@@ -21,8 +21,10 @@ import uuid
 
 import orjson
 
+from core.clicks import Click
 from core.config import Settings
-from core.entities import Click, Offer, Partner
+from core.offers import Offer
+from core.partners import Partner
 from processors.matcher.step import Matcher
 from scripts.bench_util import Row
 from storage.keys import MATCHER_GROUP, Keys

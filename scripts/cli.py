@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from core.config import ConfigError, Settings
-from core.entities import ValidationError
+from core.validation import ValidationError
 from scripts import dev_state
 from storage.redis_client import UNAVAILABLE
 from storage.repositories import NotFound

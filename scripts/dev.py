@@ -21,7 +21,10 @@ import threading
 import time
 
 from core.config import Settings, usable_cpus
-from core.entities import Offer, Partner, Source, ValidationError
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError
 from edge.server import workers_argument
 from scripts import dev_state
 from scripts.embedded_redis import RunningRedis, ensure_redis

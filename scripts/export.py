@@ -21,8 +21,8 @@ from typing import TextIO
 import orjson
 
 from core.config import Settings
-from core.entities import ValidationError
 from core.flags import parse_flag
+from core.validation import ValidationError
 from storage import logs
 from storage.keys import Keys
 from storage.redis_client import connect

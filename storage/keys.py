@@ -140,7 +140,7 @@ class Keys:
 
     # -- configuration (one hash tag, {<ns>.cfg}: MULTI with index and version) --------
     def source(self, source_key: str) -> str:
-        """Hash: name, active, allow (comma-separated CIDRs), secret, created."""
+        """Hash: a source's fields (``core.sources.Source``, stored by ``core.records``)."""
         return f"{self._cfg}:source:{source_key}"
 
     def sources_index(self) -> str:

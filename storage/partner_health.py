@@ -32,26 +32,17 @@ from dataclasses import dataclass
 import orjson
 import redis
 
+from core.records import Record
 from storage.keys import Keys
 
 
 @dataclass
-class Health:
+class Health(Record):
     failures: int = 0
     paused: bool = False
     paused_since: int = 0
     next_probe: int = 0
     last_error: str = ""
-
-    @classmethod
-    def from_redis(cls, data: Mapping[str, str]) -> Health:
-        return cls(
-            failures=int(data.get("failures") or 0),
-            paused=data.get("paused") == "1",
-            paused_since=int(data.get("paused_since") or 0),
-            next_probe=int(data.get("next_probe") or 0),
-            last_error=data.get("last_error", ""),
-        )
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Sources, offers, partners, clicks, users and conversions in Redis.
 
-Thin wrappers, a command or a pipeline each. Validation happens in ``core.entities``
+Thin wrappers, a command or a pipeline each. Validation happens in ``core`` (sources, offers…)
 before anything is written; every change to sources, offers or partners bumps the
 config version so running workers reload at their next batch.
 
@@ -19,8 +19,12 @@ import orjson
 import redis
 
 from core import conversions as conv
-from core.entities import SUB_IDS, Click, Offer, Partner, Source, ValidationError, check_id
+from core.clicks import SUB_IDS, Click
 from core.money import format_cents
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError, check_id
 from storage.keys import Keys
 from storage.scripts import default_scripts
 

@@ -23,7 +23,7 @@ import redis
 from falcon import testing
 
 from core.config import Settings
-from core.entities import Source
+from core.sources import Source
 from scripts.embedded_redis import answers, ensure_redis
 from scripts.local_cluster import LocalCluster, start_cluster
 from storage.keys import Keys

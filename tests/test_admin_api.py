@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import falcon.inspect
@@ -323,7 +324,8 @@ def test_sources_create_list_change_deactivate(client, app):
     assert created.status_code == 201
     key = created.json["key"]
     assert len(key) >= 16 and created.headers["Location"] == f"/api/admin/sources/{key}"
-    assert created.json["allow"] == ["10.0.0.0/8"] and created.json["has_secret"] is False
+    assert created.json["allow"] == ["10.0.0.0/8"]
+    assert "secret" not in created.json and "has_secret" not in created.json  # SPEC §2: none
 
     listing = client.simulate_get("/api/admin/sources").json
     assert [s["key"] for s in listing["sources"]] == [key] and listing["total"] == 1
@@ -357,6 +359,7 @@ def test_sources_create_list_change_deactivate(client, app):
         ("POST", "/api/admin/sources", {"name": "W", "key": "short"}, 400, "key"),
         ("POST", "/api/admin/sources", {"name": "W", "colour": "red"}, 400, "colour"),
         ("POST", "/api/admin/sources", ["not", "an", "object"], 400, "body"),
+        ("POST", "/api/admin/sources", {"name": "W", "secret": "s"}, 400, "secret"),  # none
         ("POST", "/api/admin/offers", {"offer_id": "O1"}, 400, "payout"),
         ("POST", "/api/admin/offers", {"offer_id": "O1", "revshare": 120}, 400, "revshare"),
         ("POST", "/api/admin/offers", {"offer_id": "O1", "fixed": "-1"}, 400, "fixed"),
@@ -500,3 +503,19 @@ def test_partners_create_change_deactivate(client, app):
         "/api/admin/partners", json={"partner_id": "p1", "url": "https://partner.example.com"}
     )
     assert dup.status_code == 409 and dup.json["error"].startswith("partner_id:")
+
+
+def test_a_partner_name_resolving_to_a_private_address_is_refused(client, monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    body = {"partner_id": "p1", "url": "https://rebind.example/pb"}
+    refused = client.simulate_post("/api/admin/partners", json=body)
+    assert refused.status_code == 400 and refused.json["error"].startswith("url: rebind.example")
+    allowed = client.simulate_post("/api/admin/partners", json={**body, "allow_private": True})
+    assert allowed.status_code == 201

@@ -24,7 +24,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from core.entities import Offer, Partner, Source
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
 from scripts.embedded_redis import free_port
 from storage import lag_history
 from tests.sink import Reply, sink_fixture, until  # noqa: F401 - the ``sink`` fixture

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import orjson
 import pytest
 
-from core.entities import Source
+from core.sources import Source
 
 
 def as_json(out: str) -> dict:
@@ -170,7 +172,7 @@ def test_deactivate_and_activate_take_effect_at_once(admin, store):
 
 def test_user_show_prints_points_with_two_decimals(admin, store, keys):
     store.r.hincrby(keys.points(0), "u1", 400)
-    assert admin("user", "show", "u1")[1].strip() == "4.00"
+    assert admin("user", "show", "u1")[1].strip() == "4.00 points"
     assert as_json(admin("user", "show", "u1", "--json")[1]) == {
         "user_id": "u1",
         "points": "4.00",
@@ -212,3 +214,32 @@ def test_conversion_show_names_the_source_and_hides_its_key(admin, store, keys):
     assert "Survey wall" in out and source.key[-4:] in out
     shown = as_json(admin("conversion", "show", "cv0-abc", "--json")[1])
     assert shown["source"] == "Survey wall" and shown["source_key"] == "…" + source.key[-4:]
+
+
+def test_partner_add_refuses_a_name_resolving_to_a_private_address(admin, monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    code, out, err = admin("partner", "add", "p1", "--url", "https://rebind.example/pb")
+    assert code != 0 and out == ""
+    assert err.startswith("postback admin: url: rebind.example is a loopback, private")
+
+
+def test_a_generated_key_never_looks_like_an_option(monkeypatch):
+    from core import sources
+
+    drawn = iter(["-starts-with-a-dash-xyzw", "Ok-key_starting-with-O01"])
+    monkeypatch.setattr(sources.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert sources.new_source_key() == "Ok-key_starting-with-O01"
+
+
+def test_a_source_has_no_signing_secret(admin):
+    code, out, err = admin("source", "add", "--name", "W", "--secret", "s")
+    assert code == 2 and out == "" and "unrecognized arguments: --secret" in err
+    code, out, _ = admin("source", "add", "--name", "W", "--json")
+    assert code == 0 and "secret" not in out  # nor has_secret: only partners sign

@@ -115,7 +115,7 @@ def test_partner_add_with_its_own_names_and_values(admin):
 def test_user_show_gives_points_and_held(admin, store, keys):
     store.r.hset(keys.points(0), "u1", 400)
     store.r.hset(keys.held(0), "u1", 250)
-    assert admin("user", "show", "u1")[1].strip() == "4.00 (held: 2.50)"
+    assert admin("user", "show", "u1")[1].strip() == "4.00 points (held: 2.50)"
     assert as_json(admin("user", "show", "u1", "--json")[1]) == {
         "user_id": "u1",
         "points": "4.00",

@@ -17,7 +17,10 @@ import redis
 from falcon import testing
 from redis.cluster import RedisCluster
 
-from core.entities import Click, Offer, Partner, Source
+from core.clicks import Click
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
 from edge.app import create_app
 from processors.leases import holders
 from processors.matcher.step import GROUP, Matcher

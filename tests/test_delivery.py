@@ -11,21 +11,20 @@ import orjson
 import pytest
 import requests
 
-from core import delivery
+from core import delivery, delivery_request
 from core.delivery import (
     DEAD_LETTERED,
     DELIVERED,
     FAILED,
     RETRY,
-    build_request,
     classify_status,
-    fill_macros,
     final_result,
     outcome_from_response,
     parse_retry_after,
     retry_delay,
-    verify_signature,
 )
+from core.delivery_request import build_request, fill_macros
+from core.signature import verify_signature
 
 PAYLOAD = {
     "click_id": "CLK-789ABC",
@@ -52,8 +51,8 @@ def test_macros_are_replaced_url_encoded_and_missing_ones_are_empty():
 
 
 def test_every_spec_macro_is_known():
-    template = "https://p.example/?" + "&".join(f"{m}={{{m}}}" for m in delivery.MACROS)
-    payload = {m: f"v-{m}" for m in delivery.MACROS}
+    template = "https://p.example/?" + "&".join(f"{m}={{{m}}}" for m in delivery_request.MACROS)
+    payload = {m: f"v-{m}" for m in delivery_request.MACROS}
     params = dict(parse_qsl(urlsplit(fill_macros(template, payload)).query))
     assert params == payload
 
@@ -170,7 +169,7 @@ def test_retry_after_in_seconds_or_an_http_date():
         (requests.exceptions.ReadTimeout("x"), RETRY),
         (requests.exceptions.ConnectionError("refused"), RETRY),
         (requests.exceptions.InvalidURL("bad"), FAILED),
-        (delivery.PrivateAddressRefused("10.0.0.1"), FAILED),
+        (delivery_request.PrivateAddressRefused("10.0.0.1"), FAILED),
     ],
 )
 def test_exceptions_are_classified(exc, result):

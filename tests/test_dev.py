@@ -61,7 +61,7 @@ def test_dev_runs_the_curl_line_end_to_end_and_stops_on_ctrl_c(settings, redis_c
             time.sleep(0.05)
         assert store.user("demo-user")["points"] == "4.00"
         # A second terminal, REDIS_URL and the layout unset: it finds dev's Redis by itself.
-        assert second_terminal("admin", "user", "show", "demo-user") == "4.00"
+        assert second_terminal("admin", "user", "show", "demo-user") == "4.00 points"
         assert state.exists()
     finally:
         proc.send_signal(signal.SIGINT)

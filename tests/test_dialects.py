@@ -7,10 +7,13 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import pytest
 
-from core.delivery import build_request, verify_signature
+from core.delivery_request import build_request
 from core.dialects import PartnerDialect, SourceDialect, merge_pairs, parse_pairs
-from core.entities import Partner, Source, ValidationError
+from core.partners import Partner
 from core.postback import PostbackError, validate
+from core.signature import verify_signature
+from core.sources import Source
+from core.validation import ValidationError
 
 ADVERTISER = SourceDialect.build(
     {"click_id": "aff_sub", "payout": "sum", "transaction_id": "tid"},
@@ -58,7 +61,8 @@ def test_an_unmapped_unknown_status_is_still_refused():
 def test_no_dialect_changes_nothing():
     params = {"aff_sub": "C1", "click_id": "C2", "status": "1"}
     assert SourceDialect().apply(params) == params
-    assert not SourceDialect() and SourceDialect().to_json() == ""
+    assert not SourceDialect()
+    assert Source.build(name="S").to_redis()["dialect"] == ""  # stored as nothing at all
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def test_an_advertiser_and_a_publisher_integrated_by_admin_commands_alone(
         # the reward is held first ...
         user = orjson.loads(admin("user", "show", "u1", "--json"))
         assert user == {"user_id": "u1", "points": "0.00", "held": "4.00"}
-        assert admin("user", "show", "u1") == "0.00 (held: 4.00)"
+        assert admin("user", "show", "u1") == "0.00 points (held: 4.00)"
         # ... and becomes spendable by itself, with no postback
         wait_for(
             lambda: orjson.loads(admin("user", "show", "u1", "--json"))["points"] == "4.00",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from core.entities import Source
 from core.postback import MAX_BATCH_ITEMS
+from core.sources import Source
 
 PUBLIC_IP = "198.51.100.7"
 

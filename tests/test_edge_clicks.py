@@ -6,7 +6,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from core.entities import Click, Offer, Partner
+from core.clicks import Click
+from core.offers import Offer
+from core.partners import Partner
 from edge.clicks import landing_url
 
 LANDING = "https://adv.example/lp?c={click_id}&s={sub1}&o={offer_id}"

@@ -13,7 +13,8 @@ import threading
 import orjson
 from falcon import testing
 
-from core.entities import Offer, Partner
+from core.offers import Offer
+from core.partners import Partner
 from edge.app import create_app
 
 CALLERS = 24  # far more threads than the edge's pool holds connections

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from falcon import testing
 
-from core.entities import Source
+from core.sources import Source
 from edge.app import create_app
 
 KEY = "aff-network-dialect-key-01"

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from core.entities import Source
+from core.sources import Source
 from tests.procs import child_env, free_port, stop
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from falcon import testing
 
-from core.entities import Source
+from core.sources import Source
 from edge import metrics
 from edge.app import create_app
 from edge.client_ip import client_ip, ip_allowed

@@ -14,7 +14,7 @@ import sys
 import pytest
 import requests
 
-from core.entities import Source
+from core.sources import Source
 from tests.procs import Service, free_port, wait_http
 
 CALLER = "203.0.113.9"

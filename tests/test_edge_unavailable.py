@@ -18,7 +18,9 @@ import orjson
 import pytest
 from falcon import testing
 
-from core.entities import Offer, Partner, Source
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
 from edge.app import create_app
 from storage.repositories import Store
 from tests.conftest import ON_CLUSTER

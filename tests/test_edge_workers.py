@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from core.config import ConfigError, Settings, usable_cpus
-from core.entities import Source
+from core.sources import Source
 from scripts.embedded_redis import free_port
 from tests.output import Output
 from tests.procs import child_env, stop

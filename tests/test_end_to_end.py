@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 from falcon import testing
 
-from core.entities import Offer, Partner, Source
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
 from edge.app import create_app
 from processors.matcher.step import Matcher
 from tests.sink import forwarded, make_forwarder_fixture, sink_fixture, until  # noqa: F401

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from core.delivery import verify_signature
-from core.entities import Partner
+from core.partners import Partner
+from core.signature import verify_signature
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.redis_client import connect, ensure_groups
 from tests.procs import child_env, stop

@@ -4,8 +4,8 @@ a signature that verifies over what arrived."""
 
 from __future__ import annotations
 
-from core.delivery import verify_signature
-from core.entities import Partner
+from core.partners import Partner
+from core.signature import verify_signature
 from tests.sink import (  # noqa: F401 - fixtures
     enqueue_job,
     forwarded,

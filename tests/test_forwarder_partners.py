@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from core.entities import Partner
+from core.partners import Partner
 from storage import partner_health
 from storage.partner_health import paused_partners
 from tests.sink import (  # noqa: F401 - fixtures

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.entities import Partner
+from core.partners import Partner
 from storage.deadletters import list_dead_letters, replay
 from tests.sink import (  # noqa: F401 - fixtures
     Reply,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.entities import Offer, ValidationError, parse_hold
+from core.offers import Offer, parse_hold
 from core.payouts import OfferPayouts, partner_payout_cents
+from core.validation import ValidationError
 
 GOALS = {"install": {"fixed": "1.00"}, "Purchase": {"revshare": "50"}}
 

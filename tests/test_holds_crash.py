@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from core.entities import Click, Offer
+from core.clicks import Click
+from core.offers import Offer
 from core.payouts import PayoutRule
 from processors.matcher.step import GROUP
 from tests.test_matcher import SOURCE, add_partner

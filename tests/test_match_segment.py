@@ -14,7 +14,7 @@ import re
 import pytest
 import redis
 
-from core.entities import Offer
+from core.offers import Offer
 from processors.matcher.plan import decode_entries
 from processors.matcher.segment import EFFECT_FLAGS, SEGMENT_LENGTH, Segment
 from processors.matcher.step import Matcher

@@ -10,8 +10,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core.clicks import Click
 from core.conversions import conversion_id
-from core.entities import Click, Offer, Partner
+from core.offers import Offer
+from core.partners import Partner
 from processors.matcher.step import GROUP, Matcher
 from storage.keys import Keys
 from storage.repositories import Store, now_ms

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from core.entities import Offer
 from core.money import format_cents
+from core.offers import Offer
 from processors.matcher.holds import release_due
 from processors.matcher.step import Matcher
 from tests.test_matcher import SOURCE, add_click, add_partner, conversions, drain, jobs, post

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.entities import Offer
+from core.offers import Offer
 from processors.matcher.step import GROUP, Matcher
 from tests.test_matcher import add_click, add_partner, conversions, drain, points, post
 

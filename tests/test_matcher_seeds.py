@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.entities import Offer
+from core.offers import Offer
 from tests.test_matcher import (
     add_click,
     add_partner,

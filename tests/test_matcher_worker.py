@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from core.config import Settings
-from core.entities import Offer
+from core.offers import Offer
 from processors.matcher.step import GROUP, Matcher
 from scripts.embedded_redis import find_redis_server, free_port, start_redis_server
 from storage.keys import Keys

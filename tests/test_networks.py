@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError, Settings
-from core.entities import ValidationError, check_networks
+from core.validation import ValidationError, check_networks
 from edge.client_ip import parse_allow
 
 

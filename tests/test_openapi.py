@@ -10,7 +10,7 @@ import openapi_spec_validator
 import pytest
 from falcon import testing
 
-from core.entities import SUB_IDS
+from core.clicks import SUB_IDS
 from core.money import MAX_AMOUNT
 from core.postback import MAX_BATCH_BODY, MAX_BATCH_ITEMS, MAX_SINGLE_BODY, STATUSES
 from edge import admin, admin_deadletters, throttle

@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from core.config import Settings
-from core.entities import Source
+from core.sources import Source
 from edge.app import create_app
 from edge.openapi import load_document
 from storage.redis_client import delete_namespace

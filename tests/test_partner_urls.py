@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import ipaddress
+import socket
 
-from core.entities import Partner, ValidationError, check_partner_url
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.addresses import check_partner_url, is_private_host
+from core.partners import Partner
+from core.validation import ValidationError
 
 
 @pytest.mark.parametrize(
@@ -78,3 +85,27 @@ def test_a_partner_is_built_through_the_same_check():
         Partner.build("p1", url="http://192.168.0.1/pb")
     partner = Partner.build("p1", url="http://192.168.0.1/pb", allow_private=True)
     assert partner.allow_private and partner.to_redis()["allow_private"] == "1"
+
+
+def test_a_name_is_judged_by_where_the_resolver_says_it_points():
+    private = {"rebind.example": ["203.0.113.9", "10.0.0.7"], "public.example": ["93.184.216.34"]}
+    resolve = lambda host: private.get(host, [])  # noqa: E731
+    assert is_private_host("rebind.example", resolve)
+    assert not is_private_host("public.example", resolve)
+    assert not is_private_host("unknown.example", resolve)  # does not resolve: by its text
+    assert not is_private_host("rebind.example")  # core alone does no look-up
+    with pytest.raises(ValidationError, match="allow-private"):
+        Partner.build("p1", url="https://rebind.example/pb", resolve=resolve)
+    assert Partner.build("p1", url="https://public.example/pb", resolve=resolve)
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789xXabcdef."), min_size=1, max_size=18))
+def test_numeric_hosts_are_read_as_the_resolver_reads_them(host):
+    # 2130706433, 127.1 and 0x7f.1 are all 127.0.0.1 to inet_aton (and getaddrinfo);
+    # a trailing dot is dropped first ("localhost." is localhost)
+    host = host.rstrip(".")
+    try:
+        expected = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        expected = None
+    assert is_private_host(host) == (expected is not None and is_private_host(str(expected)))

@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from core.entities import Offer
+from core.offers import Offer
 from core.payouts import PayoutRule, partner_payout_cents, partner_share_cents, upstream_cents
 
 

@@ -6,7 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.entities import Offer, Partner, Source, ValidationError
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
+from core.validation import ValidationError
 from storage.keys import Keys
 from storage.repositories import NotFound, Store
 

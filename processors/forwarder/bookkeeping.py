@@ -15,8 +15,9 @@ import orjson
 import redis
 
 from core import delivery
-from core.delivery import DeliveryRequest, Outcome
-from core.entities import Partner
+from core.delivery import Outcome
+from core.delivery_request import DeliveryRequest
+from core.partners import Partner
 from storage.formats import LATENCY_BUCKETS_MS
 from storage.keys import FORWARDER_GROUP, Keys
 from storage.scripts import Scripts

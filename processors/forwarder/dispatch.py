@@ -31,7 +31,7 @@ from collections import defaultdict
 from core import delivery
 from core.config import Settings
 from core.delivery import Outcome
-from core.entities import Partner
+from core.partners import Partner
 from processors.forwarder.bookkeeping import Finished, Held
 from processors.forwarder.slots import Slots
 from storage import partner_health

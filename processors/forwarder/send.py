@@ -1,6 +1,7 @@
 """One delivery over HTTP: the pooled session, sending a built request, reading the answer.
 
-The pure parts (URL, body, signature, judging the answer) are in ``core.delivery``; this
+The pure parts are in ``core.delivery_request`` (URL, body, signature) and
+``core.delivery`` (judging the answer); this
 module is the I/O around them, called from the forwarder's delivery threads.
 """
 
@@ -18,8 +19,11 @@ from requests.utils import get_encoding_from_headers
 from urllib3 import Timeout
 
 from core import delivery
-from core.delivery import DeliveryRequest, Outcome
-from core.entities import Partner, is_private_host
+from core.addresses import is_private_host
+from core.delivery import Outcome
+from core.delivery_request import DeliveryRequest, PrivateAddressRefused, build_request
+from core.partners import Partner
+from storage.dns import resolve_host
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +154,10 @@ class AddressGuard:
         now = time.monotonic()
         cached = self._seen.get(host)
         if cached is None or now - cached[0] > self.ttl_s:
-            cached = (now, is_private_host(host))
+            cached = (now, is_private_host(host, resolve_host))
             self._seen[host] = cached
         if cached[1]:
-            raise delivery.PrivateAddressRefused(f"{host} resolves to a private address")
+            raise PrivateAddressRefused(f"{host} resolves to a private address")
 
 
 def attempt(
@@ -172,7 +176,7 @@ def attempt(
     request = None
     t0 = time.perf_counter()
     try:
-        request = delivery.build_request(
+        request = build_request(
             partner.url,
             partner.method,
             payload,
@@ -191,14 +195,14 @@ def attempt(
     except Exception as exc:  # every attempt must come back to be recorded
         ms = round((time.perf_counter() - t0) * 1000)
         outcome = outcome_from_exception(exc, ms if request else None)
-        if not isinstance(exc, delivery.PrivateAddressRefused | requests.RequestException):
+        if not isinstance(exc, PrivateAddressRefused | requests.RequestException):
             log.exception("delivery to %s could not be made", partner.partner_id)
     return request, outcome, started
 
 
 def outcome_from_exception(exc: BaseException, response_ms: int | None) -> Outcome:
     """Timeouts and connection errors are retried; a refused or invalid URL is not."""
-    if isinstance(exc, delivery.PrivateAddressRefused):
+    if isinstance(exc, PrivateAddressRefused):
         return Outcome(delivery.FAILED, error=f"refused: {exc}", response_ms=None)
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
         return Outcome(delivery.FAILED, error=f"invalid URL: {exc}"[: delivery.RESPONSE_BODY_CHARS])

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict, deque
 
 from core import delivery
-from core.entities import Partner
+from core.partners import Partner
 from processors.forwarder.bookkeeping import Finished, Held
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from core.entities import Offer, Partner, Source
+from core.offers import Offer
+from core.partners import Partner
+from core.sources import Source
 from storage.repositories import Store
 from tests.procs import Service, free_port, wait_http
 from tests.sink import until
