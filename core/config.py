@@ -7,12 +7,12 @@ message is one line naming the variable; the ``postback`` command prints it and 
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from core.networks import parse_networks
+from core.numbers import positive_number, whole_number
 
 DEFAULT_RETRY_SCHEDULE = (30, 120, 600, 1800, 3600, 10800, 21600, 43200)
 
@@ -76,39 +76,15 @@ class Settings:
         return int(self.log_retention_days * 86400 * 1000)
 
 
-def _whole(raw: str, expected: str) -> int:
-    """``raw`` as an int, else a ValueError saying what was expected (not Python's words)."""
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"must be {expected}") from None
-
-
-def _positive_int(raw: str) -> int:
-    value = _whole(raw, "a positive whole number")
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
 def _port(raw: str) -> int:
-    value = _whole(raw, "a port number from 1 to 65535")
-    if not 0 < value < 65536:
-        raise ValueError("must be a port number from 1 to 65535")
-    return value
+    return whole_number(raw, maximum=65535, what="a port number from 1 to 65535")
 
 
 def workers(raw: str) -> int:
     """A worker count: a whole number from 1, or ``auto`` (0: one per usable CPU)."""
     if raw.strip().lower() == "auto":
         return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError("must be a whole number from 1, or auto (one per CPU)") from None
-    if value <= 0:
-        raise ValueError("must be a whole number from 1, or auto (one per CPU)")
-    return value
+    return whole_number(raw, what="a whole number from 1, or auto (one per CPU)")
 
 
 def usable_cpus() -> int:
@@ -116,16 +92,6 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(len(os.sched_getaffinity(0)), 1)
     return os.cpu_count() or 1
-
-
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("must be a positive number, e.g. 2.5") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError("must be a positive number, e.g. 2.5")
-    return value
 
 
 def _schedule(raw: str) -> tuple[int, ...]:
@@ -162,25 +128,25 @@ _VARIABLES = {
     "POSTBACK_ADMIN_TOKEN": ("admin_token", str),
     "HOST": ("host", str),
     "PORT": ("port", _port),
-    "POSTBACK_THREADS": ("threads", _positive_int),
+    "POSTBACK_THREADS": ("threads", whole_number),
     "POSTBACK_EDGE_WORKERS": ("edge_workers", workers),
     "POSTBACK_NAMESPACE": ("namespace", _namespace),
-    "POSTBACK_PARTITIONS": ("partitions", _positive_int),
-    "POSTBACK_LEASE_MS": ("lease_ms", _positive_int),
+    "POSTBACK_PARTITIONS": ("partitions", whole_number),
+    "POSTBACK_LEASE_MS": ("lease_ms", whole_number),
     "POSTBACK_RETRY_SCHEDULE": ("retry_schedule", _schedule),
-    "POSTBACK_FORWARD_TIMEOUT": ("forward_timeout", _positive_float),
-    "POSTBACK_FORWARD_CONNECT_TIMEOUT": ("forward_connect_timeout", _positive_float),
-    "POSTBACK_FORWARD_CONCURRENCY": ("forward_concurrency", _positive_int),
-    "POSTBACK_PARTNER_MAX_INFLIGHT": ("partner_max_inflight", _positive_int),
-    "POSTBACK_PAUSE_AFTER_FAILURES": ("pause_after_failures", _positive_int),
-    "POSTBACK_PROBE_INTERVAL": ("probe_interval_s", _positive_float),
-    "POSTBACK_CLAIM_IDLE_MS": ("claim_idle_ms", _positive_int),
-    "POSTBACK_LOG_RETENTION_DAYS": ("log_retention_days", _positive_float),
+    "POSTBACK_FORWARD_TIMEOUT": ("forward_timeout", positive_number),
+    "POSTBACK_FORWARD_CONNECT_TIMEOUT": ("forward_connect_timeout", positive_number),
+    "POSTBACK_FORWARD_CONCURRENCY": ("forward_concurrency", whole_number),
+    "POSTBACK_PARTNER_MAX_INFLIGHT": ("partner_max_inflight", whole_number),
+    "POSTBACK_PAUSE_AFTER_FAILURES": ("pause_after_failures", whole_number),
+    "POSTBACK_PROBE_INTERVAL": ("probe_interval_s", positive_number),
+    "POSTBACK_CLAIM_IDLE_MS": ("claim_idle_ms", whole_number),
+    "POSTBACK_LOG_RETENTION_DAYS": ("log_retention_days", positive_number),
     "POSTBACK_TRUSTED_PROXIES": ("trusted_proxies", _networks),
-    "POSTBACK_MATCHER_BATCH": ("matcher_batch", _positive_int),
-    "POSTBACK_BLOCK_MS": ("block_ms", _positive_int),
-    "POSTBACK_MAX_DELIVERIES": ("max_deliveries", _positive_int),
-    "POSTBACK_FALLBACK_WINDOW": ("fallback_window_s", _positive_int),
+    "POSTBACK_MATCHER_BATCH": ("matcher_batch", whole_number),
+    "POSTBACK_BLOCK_MS": ("block_ms", whole_number),
+    "POSTBACK_MAX_DELIVERIES": ("max_deliveries", whole_number),
+    "POSTBACK_FALLBACK_WINDOW": ("fallback_window_s", whole_number),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", str),
 }
 

@@ -17,6 +17,7 @@ import sys
 import waitress
 
 from core.config import ConfigError, Settings, usable_cpus, workers
+from core.numbers import as_argument
 from core.postback import MAX_BATCH_BODY
 from core.validation import ValidationError
 from edge import workers as edge_workers
@@ -44,11 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
 
 
-def workers_argument(raw: str) -> int:
-    try:
-        return workers(raw)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+#: ``--workers``: a count, or auto.
+workers_argument = as_argument(workers)
 
 
 def _stop(signum, frame) -> None:

@@ -22,6 +22,7 @@ import orjson
 
 from core.config import Settings
 from core.flags import parse_flag
+from core.numbers import as_argument, positive_number
 from core.validation import ValidationError
 from storage import logs
 from storage.keys import Keys
@@ -36,16 +37,6 @@ COLUMNS = {
 }
 
 
-def _positive_hours(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of hours") from None
-    if not 0 < value <= 24 * 3650:
-        raise argparse.ArgumentTypeError("must be more than 0 and at most 87600 (ten years)")
-    return value
-
-
 def _flag(raw: str) -> bool:
     try:
         return parse_flag(raw)
@@ -55,7 +46,11 @@ def _flag(raw: str) -> bool:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", required=True, choices=LOGS, help="what to export")
-    parser.add_argument("--hours", type=_positive_hours, help="the last H hours (default 24)")
+    parser.add_argument(
+        "--hours",
+        type=as_argument(positive_number, maximum=24 * 3650),
+        help="the last H hours (default 24)",
+    )
     parser.add_argument("--since", metavar="T", help="ISO 8601 start, e.g. 2024-05-01T00:00:00Z")
     parser.add_argument("--until", metavar="T", help="ISO 8601 end (a bare date: that whole day)")
     parser.add_argument("--partner", metavar="P", help="only this partner_id")

@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from core.config import Settings
+from core.numbers import as_argument, positive_number, whole_number
 from storage.keys import Keys
 from storage.monitoring import (  # noqa: F401 - the read model, re-exported for the command's users
     COUNT_LIMIT,
@@ -139,34 +140,17 @@ def to_json(report: dict) -> str:
 
 
 # -- the command ------------------------------------------------------------------------------
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--watch", type=_positive_float, metavar="SECS", help="redraw every SECS until Ctrl-C"
+        "--watch",
+        type=as_argument(positive_number, what="a positive number of seconds"),
+        metavar="SECS",
+        help="redraw every SECS until Ctrl-C",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--max-lag",
-        type=_non_negative_int,
+        type=as_argument(whole_number, minimum=0),
         metavar="N",
         help="exit 2 when any group's lag or pending count is over N",
     )

@@ -20,21 +20,12 @@ import logging
 import os
 
 from core.config import Settings
+from core.numbers import as_argument, whole_number
 from processors.consumer import default_consumer
 from processors.forwarder.worker import Forwarder
 from storage.redis_client import worker_connection
 
 log = logging.getLogger("postback.forwarder")
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def cpu_number(raw: str) -> int:
@@ -69,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=as_argument(whole_number),
         default=None,
         help="deliveries in flight at once (default POSTBACK_FORWARD_CONCURRENCY, "
         f"{Settings.forward_concurrency})",
