@@ -17,25 +17,20 @@ from dataclasses import dataclass
 
 import orjson
 
-from core.clicks import SUB_IDS
 from core.conversions import conversion_id as make_conversion_id
 from core.money import format_cents
 from core.payload import PartnerDirectory, build_payload
 from core.payouts import OfferPayouts, upstream_cents
-from core.transitions import CONVERSION_STATUSES, FLAG_BITS, SPECS, effects, refuse_new
+from core.transitions import CONVERSION_STATUSES, SPECS, effects, refuse_new
+from processors.matcher.segment import EFFECT_FLAGS, Segment
 from storage.keys import MATCHER_GROUP as GROUP
 from storage.keys import Keys
 from storage.repositories import Store
 
 DAY_MS = 86_400_000
-#: Fixed arguments of one entry's ``match.lua`` segment, before its recipients (the
-#: script's ``SEG``; tests hold the two to each other). The last, +28, is the hold ms.
-SEGMENT_LENGTH = 29
 #: Effect flags of plain steps (see core.transitions.Effect.spec).
 NO_ACTION = chr(64)
-FORWARD_ONLY = chr(64 + FLAG_BITS["forward"])
-#: What matching reads of a click (``Click.to_redis``).
-CLICK_FIELDS = ("click_id", "offer_id", "partner_id", "user_id", "created", *SUB_IDS)
+FORWARD_ONLY = chr(64 + EFFECT_FLAGS["forward"])
 #: The ids a test postback's log entry carries (from its click, else its params).
 LOGGED_IDS = ("click_id", "offer_id", "partner_id", "user_id")
 
@@ -134,9 +129,10 @@ class Planner:
     def call(self, n: int, planned: list, minid: int, now: int) -> tuple[list, list]:
         """The ``match.lua`` call (keys, args) applying ``planned`` entries, in order."""
         keys, args = [self._stream[n]], [GROUP]
-        for _, conversion_key, segment in planned:
+        for _, conversion_key, segment, recipients in planned:
             keys.append(conversion_key)
             args += segment
+            args += recipients
         keys += self._tail[n]
         args += (minid, now)
         return keys, args
@@ -150,7 +146,8 @@ class Planner:
         return quoted
 
     def plan(self, n: int, item: tuple, clicks: dict) -> tuple:
-        """(log_id, conversion KEY, segment of ``match.lua`` arguments) for one entry."""
+        """(log_id, conversion KEY, :class:`Segment`, recipients) for one entry: its part
+        of a ``match.lua`` call."""
         log_id, fields, params = item
         get = params.get
         source = fields["source"]
@@ -171,11 +168,17 @@ class Planner:
         else:
             click, matched_by = clicks.get(("offer", get("offer_id"), at)), "offer_fallback"
         offer = self.catalog.offers.get(click["offer_id"]) if click else None
-        log_only = (fields.get("method", ""), fields.get("ip", ""), fields["params"])
+        log_only = method, ip, raw_params = (
+            fields.get("method", ""),
+            fields.get("ip", ""),
+            fields["params"],
+        )
 
         if status == "test":
-            segment = self._plan_test(log_id, at, params, click, offer, source, log_only)
-            return log_id, self._no_conversion[n], segment
+            segment, recipients = self._plan_test(
+                log_id, at, params, click, offer, source, log_only
+            )
+            return log_id, self._no_conversion[n], segment, recipients
         if click is None or offer is None:
             if click is not None:
                 reason = (
@@ -193,7 +196,7 @@ class Planner:
                 ids = (get("click_id") or "", get("offer_id") or "", "", "")
             spec = f"{NO_ACTION}unmatched||{reason}"
             segment = _plain_segment(log_id, at, status, spec, source, ids, log_only)
-            return log_id, self._no_conversion[n], segment
+            return log_id, self._no_conversion[n], segment, ()
 
         click_id = click.get("click_id") or sent_click_id
         user_id, partner_id = click.get("user_id", ""), click.get("partner_id", "")
@@ -228,15 +231,21 @@ class Planner:
             step["partner_payout_cents"] = partner_cents
         if get("reason"):
             step["reason"] = params["reason"]
-        # The segment layout is match.lua's (see its header); "" means absent.
-        return log_id, self._conversion_prefix[n] + conversion_id, [
-            log_id, at, status, user_id, conversion_id, currency, partner_cents,
-            upstream if payout_given else "", orjson.dumps(step)[:-1], *specs,
-            orjson.dumps(payload), len(recipients), source, click_id, offer.offer_id,
-            partner_id, matched_by, warning, *log_only, transaction_id, get("goal") or "",
-            get("survey_id") or "", orjson.dumps(custom) if custom else "", offer.hold_ms,
-            *recipients,
-        ]  # fmt: skip
+        new, pending, approved, rejected = specs
+        segment = Segment(
+            log_id=log_id, time=at, status=status, user_id=user_id,
+            conversion_id=conversion_id, currency=currency, partner_cents=partner_cents,
+            upstream_cents=upstream if payout_given else "",
+            history_step=orjson.dumps(step)[:-1], effect_new=new, effect_pending=pending,
+            effect_approved=approved, effect_rejected=rejected,
+            payload=orjson.dumps(payload), recipients=len(recipients), source=source,
+            click_id=click_id, offer_id=offer.offer_id, partner_id=partner_id,
+            matched_by=matched_by, warning=warning, method=method, ip=ip, params=raw_params,
+            transaction_id=transaction_id, goal=get("goal") or "",
+            survey_id=get("survey_id") or "", custom=orjson.dumps(custom) if custom else "",
+            hold_ms=offer.hold_ms,
+        )  # fmt: skip
+        return log_id, self._conversion_prefix[n] + conversion_id, segment, recipients
 
     @staticmethod
     def _specs(status: str, click_id: str, offer: OfferTerms, age_ms: int) -> tuple[str, ...]:
@@ -256,7 +265,7 @@ class Planner:
             return SPECS[status]
         return tuple(e.spec() for e in effects(status, new=refuse_new(reason)))
 
-    def _plan_test(self, log_id, at, params, click, offer, source, log_only) -> list:
+    def _plan_test(self, log_id, at, params, click, offer, source, log_only) -> tuple:
         """A ``test`` postback: forwarded, never a conversion or points.
 
         Its payout is the partner's payout when the click is known, else the one sent.
@@ -279,25 +288,30 @@ class Planner:
         recipients = self.recipients(click.get("partner_id", ""), test=True)
         ids = [click.get(name) or params.get(name) or "" for name in LOGGED_IDS]
         spec = f"{FORWARD_ONLY}test||"
-        return _plain_segment(
-            log_id, at, "test", spec, source, ids, log_only, orjson.dumps(payload), recipients
+        segment = _plain_segment(
+            log_id, at, "test", spec, source, ids, log_only, orjson.dumps(payload), len(recipients)
         )
+        return segment, recipients
 
 
-def click_from(values: list) -> dict | None:
-    """A click from its HMGET ``CLICK_FIELDS`` values; None when unknown, expired, or
-    still being written (no offer_id yet)."""
-    if values[1] is None:
-        return None
-    return {name: value for name, value in zip(CLICK_FIELDS, values, strict=True) if value}
+def click_from(reply: list | dict) -> dict | None:
+    """A click from its HGETALL reply (``Click.to_redis`` fields: a flat name, value
+    list, or a dict when the read went through a redis-py pipeline after a redirect);
+    None when unknown, expired, or still being written (no offer_id yet)."""
+    click = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+    return click if "offer_id" in click else None
 
 
-def _plain_segment(log_id, at, status, spec, source, ids, log_only, payload=b"", rcpts=()):
+def _plain_segment(log_id, at, status, spec, source, ids, log_only, payload=b"", recipients=0):
     """The ``match.lua`` segment of an entry that touches no conversion (unmatched, test);
     ``ids`` are the click_id, offer_id, partner_id and user_id its log entry names."""
     click_id, offer_id, partner_id, user_id = ids
-    return [
-        log_id, at, status, user_id, "", "", 0, "", "", spec, "", "", "", payload,
-        len(rcpts), source, click_id, offer_id, partner_id, "", "", *log_only,
-        "", "", "", "", 0, *rcpts,
-    ]  # fmt: skip
+    method, ip, params = log_only
+    return Segment(
+        log_id=log_id, time=at, status=status, user_id=user_id, conversion_id="",
+        currency="", partner_cents=0, upstream_cents="", history_step="", effect_new=spec,
+        effect_pending="", effect_approved="", effect_rejected="", payload=payload,
+        recipients=recipients, source=source, click_id=click_id, offer_id=offer_id,
+        partner_id=partner_id, matched_by="", warning="", method=method, ip=ip,
+        params=params, transaction_id="", goal="", survey_id="", custom="", hold_ms=0,
+    )  # fmt: skip

@@ -31,7 +31,7 @@ from core.config import Settings
 from processors.consumer import default_consumer
 from processors.leases import orphans
 from processors.matcher.holds import release_due
-from processors.matcher.plan import CLICK_FIELDS, Catalog, Planner, click_from, decode_entries
+from processors.matcher.plan import Catalog, Planner, click_from, decode_entries
 from storage.keys import MATCHER_GROUP, Keys
 from storage.repositories import Store
 from storage.scripts import Scripts, default_scripts
@@ -224,7 +224,7 @@ class Matcher:
             _raise_transient(results)
             for chunk, reply in zip(chunks, results, strict=True):
                 outcomes = self._outcomes(n, chunk, reply, minid, now)
-                for (log_id, _, _), outcome in zip(chunk, outcomes, strict=True):
+                for (log_id, *_), outcome in zip(chunk, outcomes, strict=True):
                     if isinstance(outcome, Exception):
                         failures[log_id] = f"match.lua: {outcome}"
                     else:
@@ -264,7 +264,7 @@ class Matcher:
         }
         ordered, wanted = list(click_ids), list(fallbacks)
         commands: list = [("GET", keys.config_version())]
-        commands += [("HMGET", keys.click(click_id), *CLICK_FIELDS) for click_id in ordered]
+        commands += [("HGETALL", keys.click(click_id)) for click_id in ordered]
         commands += [
             ("ZREVRANGEBYSCORE", keys.offer_clicks(offer_id), at, at - window_ms, "LIMIT", 0, 1)
             for offer_id, at in wanted
@@ -280,9 +280,7 @@ class Matcher:
         }
         if wanted:
             latest = [ids[0] if ids else None for ids in replies[1 + len(ordered) :]]
-            found = iter(
-                self._execute([("HMGET", keys.click(c), *CLICK_FIELDS) for c in latest if c])
-            )
+            found = iter(self._execute([("HGETALL", keys.click(c)) for c in latest if c]))
             for key, click_id in zip(wanted, latest, strict=True):
                 clicks[("offer", *key)] = click_from(next(found)) if click_id else None
         return clicks

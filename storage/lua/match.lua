@@ -9,25 +9,20 @@
 --   held hash (user_id -> cents held), holds due (sorted set, conversion_id by the ms
 --   its hold ends; hold_due.lua credits them)
 -- ARGV: 1 group; one segment per entry; then minid (received-log entries older than
---   this, ms, may be trimmed) and now (ms, the forward jobs' "created"). A segment has
---   29 + r arguments, by offset: +0 log_id (the input entry id)  +1 the postback's
---   time, ms  +2 its status  +3 user_id  +4 conversion_id, "" for a plain entry
---   (unmatched, test: no conversion read or written)  +5 currency  +6 partner payout
---   cents from the postback (what a creation credits)  +7 upstream payout cents, or ""
---   when the postback gave none (a move then credits the stored partner payout and
---   keeps the stored payouts)  +8 history entry JSON without its closing brace
---   +9..+12 effect for current status "", pending, approved, rejected (plain: +9 only),
---   each "<flags>outcome|history step|reason", <flags> one character: 64 + the sum of
---   1 create, 2 set status, 4 append to history only, 8 credit, 16 debit what was
---   credited, 32 forward  +13 payload JSON (its "payout" the one of +6)  +14 r
---   +15 source +16 click_id +17 offer_id +18 partner_id +19 matched_by +20 warning
---   +21 method +22 ip +23 params +24 transaction_id +25 goal +26 survey_id +27 custom
---   ("" = absent, but for +15..+19 of a conversion)  +28 hold ms of the offer ("0" =
---   none: a credit goes to the points; else to the held hash until +1 + hold, when
---   hold_due.lua credits it; a debit during the hold releases it)  +29.. the r
---   recipients' partner_id as JSON strings: one forward job each, wrapping the payload. When the
+--   this, ms, may be trimmed) and now (ms, the forward jobs' "created"). A segment is
+--   SEG fixed arguments, the fields of processors/matcher/segment.py's Segment read
+--   here at the offsets F_<FIELD> below (one per field, in its order; a test holds the
+--   two to each other, so name a field, never an offset), then the entry's
+--   F_RECIPIENTS recipients: partner_id JSON strings, one forward job each wrapping
+--   F_PAYLOAD. The effect fields F_EFFECT_NEW .. F_EFFECT_REJECTED hold the effect for
+--   the conversion's current status "", pending, approved, rejected (a plain entry, one
+--   with F_CONVERSION_ID "", has only F_EFFECT_NEW), each
+--   "<flags>outcome|history step|reason", <flags> one character: 64 + the sum of its
+--   FLAG_<ACTION> bits below (core.transitions.FLAG_BITS). F_HOLD_MS "0" means no hold
+--   (a credit goes to the points), else a credit goes to the held hash until F_TIME +
+--   hold, when hold_due.lua credits it; a debit during the hold releases it. When the
 --   conversion reports another payout (an update without payout, a reversal) the
---   payload's first "payout":"<+6 as 0.00>" is rewritten.
+--   payload's first "payout":"<F_PARTNER_CENTS as 0.00>" is rewritten.
 -- Returns the entries' outcomes separated by spaces, "already-processed" (nothing
 -- written) for an entry no longer pending for the group: a redelivery, or a pipeline
 -- re-sent after a lost reply. An error reply means nothing at all was written: an
@@ -41,7 +36,46 @@ local unpack = unpack or table.unpack -- Lua 5.1 in Redis; 5.4 in fakeredis (dev
 local KEYS, ARGV, call, tonumber = KEYS, ARGV, redis.call, tonumber
 local floor, sub, find, byte, format = math.floor, string.sub, string.find, string.byte,
   string.format
+-- A segment's fields (processors/matcher/segment.py Segment), by offset from its start.
+local F_LOG_ID = 0
+local F_TIME = 1
+local F_STATUS = 2
+local F_USER_ID = 3
+local F_CONVERSION_ID = 4
+local F_CURRENCY = 5
+local F_PARTNER_CENTS = 6
+local F_UPSTREAM_CENTS = 7
+local F_HISTORY_STEP = 8
+local F_EFFECT_NEW = 9
+local F_EFFECT_PENDING = 10
+local F_EFFECT_APPROVED = 11
+local F_EFFECT_REJECTED = 12
+local F_PAYLOAD = 13
+local F_RECIPIENTS = 14
+local F_SOURCE = 15
+local F_CLICK_ID = 16
+local F_OFFER_ID = 17
+local F_PARTNER_ID = 18
+local F_MATCHED_BY = 19
+local F_WARNING = 20
+local F_METHOD = 21
+local F_IP = 22
+local F_PARAMS = 23
+local F_TRANSACTION_ID = 24
+local F_GOAL = 25
+local F_SURVEY_ID = 26
+local F_CUSTOM = 27
+local F_HOLD_MS = 28
 local SEG = 29
+-- An effect spec's action bits (core.transitions.FLAG_BITS).
+local FLAG_CREATE = 1
+local FLAG_SET_STATUS = 2
+local FLAG_KEEP_HISTORY = 4
+local FLAG_CREDIT = 8
+local FLAG_DEBIT = 16
+local FLAG_FORWARD = 32
+local FLAG_ALL = FLAG_CREATE + FLAG_SET_STATUS + FLAG_KEEP_HISTORY + FLAG_CREDIT + FLAG_DEBIT
+  + FLAG_FORWARD
 local nkeys, nargs = #KEYS, #ARGV
 local k = nkeys - 8
 local function fail(message)
@@ -63,12 +97,12 @@ end
 local start, recipients, uses = {}, {}, {}
 local pos = 2
 for i = 1, k do
-  local r = tonumber(ARGV[pos + 14])
+  local r = tonumber(ARGV[pos + F_RECIPIENTS])
   if not r or r < 0 or r % 1 ~= 0 then
     return fail("argument count does not match the plan")
   end
   start[i], recipients[i] = pos, r
-  if ARGV[pos + 4] ~= "" then
+  if ARGV[pos + F_CONVERSION_ID] ~= "" then
     uses[KEYS[i + 1]] = (uses[KEYS[i + 1]] or 0) + 1
   end
   pos = pos + SEG + r
@@ -86,19 +120,25 @@ local function effect(spec)
     local a = find(spec, "|", 2, true)
     local b = a and find(spec, "|", a + 1, true)
     e = false
-    if flags >= 0 and flags <= 63 and b then
+    if flags >= 0 and flags <= FLAG_ALL and b then
       local function on(bit)
         return floor(flags / bit) % 2 == 1
       end
       e = { outcome = sub(spec, 2, a - 1), step = sub(spec, a + 1, b - 1),
-        reason = sub(spec, b + 1), create = on(1), set_status = on(2), keep = on(4),
-        credit = on(8), debit = on(16), forward = on(32), plain = flags % 32 == 0 }
+        reason = sub(spec, b + 1), create = on(FLAG_CREATE), set_status = on(FLAG_SET_STATUS),
+        keep_history = on(FLAG_KEEP_HISTORY), credit = on(FLAG_CREDIT),
+        debit = on(FLAG_DEBIT), forward = on(FLAG_FORWARD) }
+      -- A plain entry (no conversion) may only be forwarded.
+      e.plain = not (e.create or e.set_status or e.keep_history or e.credit or e.debit)
     end
     parsed[spec] = e
   end
   return e
 end
-local SLOT = { [""] = 9, pending = 10, approved = 11, rejected = 12 }
+-- The effect field for each current status of the conversion.
+local EFFECTS = { F_EFFECT_NEW, F_EFFECT_PENDING, F_EFFECT_APPROVED, F_EFFECT_REJECTED }
+local SLOT = { [""] = F_EFFECT_NEW, pending = F_EFFECT_PENDING, approved = F_EFFECT_APPROVED,
+  rejected = F_EFFECT_REJECTED }
 
 -- Validation, no writes. Each conversion is read once; its status is then followed
 -- (st.sim) through the chunk as if every entry applies. An entry found processed
@@ -106,13 +146,13 @@ local SLOT = { [""] = 9, pending = 10, approved = 11, rejected = 12 }
 -- twice has all its effects checked.
 local state, balances, users, credits, holds, held_of = {}, {}, {}, {}, {}, {}
 local function check(e, p)
-  local status = ARGV[p + 2]
+  local status = ARGV[p + F_STATUS]
   if not e then
     return "malformed effect"
   elseif (e.create or e.set_status) and (status == "" or not SLOT[status]) then
     return "a conversion cannot take status '" .. status .. "'"
   elseif e.credit or e.debit then
-    local user = ARGV[p + 3]
+    local user = ARGV[p + F_USER_ID]
     if user == "" then
       return "user_id required to move points"
     elseif not balances[user] then
@@ -123,14 +163,14 @@ local function check(e, p)
 end
 for i = 1, k do
   local p, key = start[i], KEYS[i + 1]
-  credits[i], holds[i] = tonumber(ARGV[p + 6]), tonumber(ARGV[p + 28])
-  if not (credits[i] and tonumber(ARGV[p + 1]) and holds[i]) then
+  credits[i], holds[i] = tonumber(ARGV[p + F_PARTNER_CENTS]), tonumber(ARGV[p + F_HOLD_MS])
+  if not (credits[i] and tonumber(ARGV[p + F_TIME]) and holds[i]) then
     return fail("malformed number in the plan")
-  elseif ARGV[p + 7] ~= "" and not tonumber(ARGV[p + 7]) then
+  elseif ARGV[p + F_UPSTREAM_CENTS] ~= "" and not tonumber(ARGV[p + F_UPSTREAM_CENTS]) then
     return fail("malformed upstream payout")
   end
-  if ARGV[p + 4] == "" then
-    local e = effect(ARGV[p + 9])
+  if ARGV[p + F_CONVERSION_ID] == "" then
+    local e = effect(ARGV[p + F_EFFECT_NEW])
     if not (e and e.plain) then
       return fail(e and "a plain entry cannot change a conversion" or "malformed effect")
     end
@@ -153,13 +193,15 @@ for i = 1, k do
     end
     local e = effect(ARGV[p + SLOT[st.sim]])
     local problem = check(e, p)
-    for slot = 9, (uses[key] > 1) and 12 or 0 do
-      problem = problem or check(effect(ARGV[p + slot]), p)
+    if uses[key] > 1 then
+      for _, slot in ipairs(EFFECTS) do
+        problem = problem or check(effect(ARGV[p + slot]), p)
+      end
     end
     if problem then
       return fail(problem)
     elseif e.create or e.set_status then
-      st.sim = ARGV[p + 2]
+      st.sim = ARGV[p + F_STATUS]
     end
   end
 end
@@ -189,16 +231,22 @@ call("ZCARD", due)
 -- Writes. Tables are built by constructors where possible (growing them pair by pair
 -- costs more) and amounts go to Redis as the strings they came as (numbers would be
 -- formatted).
-local NAMES = { [15] = "source", [16] = "click_id", [17] = "offer_id", [18] = "partner_id",
-  [19] = "matched_by", [20] = "warning", [21] = "method", [22] = "ip", [23] = "params",
-  [24] = "transaction_id", [25] = "goal", [26] = "survey_id", [27] = "custom" }
--- Puts (name, value) of the segment's offsets from..to after fields[n], only those not
+-- Segment fields copied under their own names, in groups: field, name, field, name...
+local SOURCE = { F_SOURCE, "source" }
+local IDS = { F_CLICK_ID, "click_id", F_OFFER_ID, "offer_id", F_PARTNER_ID, "partner_id" }
+local ORIGIN = { F_SOURCE, "source", F_CLICK_ID, "click_id", F_OFFER_ID, "offer_id",
+  F_PARTNER_ID, "partner_id", F_MATCHED_BY, "matched_by" }
+local WARNING = { F_WARNING, "warning" }
+local REQUEST = { F_METHOD, "method", F_IP, "ip", F_PARAMS, "params" }
+local EXTRAS = { F_TRANSACTION_ID, "transaction_id", F_GOAL, "goal", F_SURVEY_ID, "survey_id",
+  F_CUSTOM, "custom" }
+-- Puts (name, value) of the segment's fields in group after fields[n], only those not
 -- empty when skip_empty; returns the new length.
-local function put(fields, n, p, from, to, skip_empty)
-  for j = from, to do
-    local value = ARGV[p + j]
+local function put(fields, n, p, group, skip_empty)
+  for j = 1, #group, 2 do
+    local value = ARGV[p + group[j]]
     if not skip_empty or value ~= "" then
-      fields[n + 1], fields[n + 2], n = NAMES[j], value, n + 2
+      fields[n + 1], fields[n + 2], n = group[j + 1], value, n + 2
     end
   end
   return n
@@ -207,15 +255,17 @@ end
 local function log_fields(p, e, cid, current)
   local reason, f, n = e.reason, nil, nil
   if cid ~= "" and (current ~= "" or e.create) then
-    if reason == "" and ARGV[p + 20] == "" then -- the common case
-      return { "log_id", ARGV[p], "time", ARGV[p + 1], "status", ARGV[p + 2],
-        "conversion_id", cid, "user_id", ARGV[p + 3], "outcome", e.outcome,
-        "source", ARGV[p + 15], "click_id", ARGV[p + 16], "offer_id", ARGV[p + 17],
-        "partner_id", ARGV[p + 18], "matched_by", ARGV[p + 19], "method", ARGV[p + 21],
-        "ip", ARGV[p + 22], "params", ARGV[p + 23] }, 28
+    if reason == "" and ARGV[p + F_WARNING] == "" then -- the common case
+      return { "log_id", ARGV[p + F_LOG_ID], "time", ARGV[p + F_TIME],
+        "status", ARGV[p + F_STATUS], "conversion_id", cid, "user_id", ARGV[p + F_USER_ID],
+        "outcome", e.outcome, "source", ARGV[p + F_SOURCE], "click_id", ARGV[p + F_CLICK_ID],
+        "offer_id", ARGV[p + F_OFFER_ID], "partner_id", ARGV[p + F_PARTNER_ID],
+        "matched_by", ARGV[p + F_MATCHED_BY], "method", ARGV[p + F_METHOD],
+        "ip", ARGV[p + F_IP], "params", ARGV[p + F_PARAMS] }, 28
     end
-    f, n = { "log_id", ARGV[p], "time", ARGV[p + 1], "status", ARGV[p + 2],
-      "conversion_id", cid, "user_id", ARGV[p + 3], "outcome", e.outcome }, 12
+    f, n = { "log_id", ARGV[p + F_LOG_ID], "time", ARGV[p + F_TIME],
+      "status", ARGV[p + F_STATUS], "conversion_id", cid, "user_id", ARGV[p + F_USER_ID],
+      "outcome", e.outcome }, 12
     if reason ~= "" then
       f[13], f[14], n = "reason", reason, 14
     end
@@ -226,17 +276,18 @@ local function log_fields(p, e, cid, current)
       f[3], f[4], n = "reason", reason, 4
     end
     f[n + 1], f[n + 2], f[n + 3], f[n + 4], f[n + 5], f[n + 6], n =
-      "log_id", ARGV[p], "time", ARGV[p + 1], "status", ARGV[p + 2], n + 6
+      "log_id", ARGV[p + F_LOG_ID], "time", ARGV[p + F_TIME], "status", ARGV[p + F_STATUS],
+      n + 6
     if cid == "" then
-      n = put(f, put(f, put(f, n, p, 15, 15), p, 21, 23), p, 16, 18, true)
-      if ARGV[p + 3] ~= "" then
-        f[n + 1], f[n + 2], n = "user_id", ARGV[p + 3], n + 2
+      n = put(f, put(f, put(f, n, p, SOURCE), p, REQUEST), p, IDS, true)
+      if ARGV[p + F_USER_ID] ~= "" then
+        f[n + 1], f[n + 2], n = "user_id", ARGV[p + F_USER_ID], n + 2
       end
       return f, n
     end
-    f[n + 1], f[n + 2], n = "user_id", ARGV[p + 3], n + 2
+    f[n + 1], f[n + 2], n = "user_id", ARGV[p + F_USER_ID], n + 2
   end
-  return f, put(f, put(f, put(f, n, p, 15, 19), p, 20, 20, true), p, 21, 23)
+  return f, put(f, put(f, put(f, n, p, ORIGIN), p, WARNING, true), p, REQUEST)
 end
 local function money(cents)
   return format("%d.%02d", floor(cents / 100), cents % 100)
@@ -246,13 +297,14 @@ local outcomes, acked, created, tally, touched, held_touched = {}, {}, {}, {}, {
 local n_acked, n_created = 0, 0
 for i = 1, k do
   local p, key = start[i], KEYS[i + 1]
-  local log_id, at, status, user, cid = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3],
-    ARGV[p + 4]
+  local log_id, at, status, user, cid = ARGV[p + F_LOG_ID], ARGV[p + F_TIME],
+    ARGV[p + F_STATUS], ARGV[p + F_USER_ID], ARGV[p + F_CONVERSION_ID]
   if call("XACK", stream, group, log_id) == 0 then
     outcomes[i] = "already-processed"
   else
     n_acked, acked[n_acked + 1] = n_acked + 1, log_id
-    local credit, upstream, payload = credits[i], ARGV[p + 7], ARGV[p + 13]
+    local credit, upstream, payload = credits[i], ARGV[p + F_UPSTREAM_CENTS],
+      ARGV[p + F_PAYLOAD]
     local st, current, reported = state[key], "", 0
     if st then
       current = st.status
@@ -288,28 +340,29 @@ for i = 1, k do
       end
       if e.create then
         st.status, st.credited, st.partner = status, change, credit
-        st.history = "[" .. ARGV[p + 8] .. ',"effect":"' .. e.step .. '"}]'
+        st.history = "[" .. ARGV[p + F_HISTORY_STEP] .. ',"effect":"' .. e.step .. '"}]'
         -- Room for the optional fields after the 32 always written.
-        local f = { "status", status, "credited_cents", (change == 0) and "0" or ARGV[p + 6],
+        local partner_cents = ARGV[p + F_PARTNER_CENTS]
+        local f = { "status", status, "credited_cents", (change == 0) and "0" or partner_cents,
           "created", at, "updated", at, "history", st.history, "conversion_id", cid,
-          "user_id", user, "currency", ARGV[p + 5], "log_id", log_id,
+          "user_id", user, "currency", ARGV[p + F_CURRENCY], "log_id", log_id,
           "payout_cents", (upstream == "") and "0" or upstream,
-          "partner_payout_cents", ARGV[p + 6], "source", ARGV[p + 15],
-          "click_id", ARGV[p + 16], "offer_id", ARGV[p + 17], "partner_id", ARGV[p + 18],
-          "matched_by", ARGV[p + 19], false, false, false, false, false, false, false,
-          false, false, false }
-        local n = put(f, put(f, 32, p, 24, 27, true), p, 20, 20, true)
+          "partner_payout_cents", partner_cents, "source", ARGV[p + F_SOURCE],
+          "click_id", ARGV[p + F_CLICK_ID], "offer_id", ARGV[p + F_OFFER_ID],
+          "partner_id", ARGV[p + F_PARTNER_ID], "matched_by", ARGV[p + F_MATCHED_BY],
+          false, false, false, false, false, false, false, false, false, false }
+        local n = put(f, put(f, 32, p, EXTRAS, true), p, WARNING, true)
         if to_hold > 0 then
           st.held = to_hold
           f[n + 1], f[n + 2], f[n + 3], f[n + 4], n =
-            "held_cents", ARGV[p + 6], "hold_until", hold_until, n + 4
+            "held_cents", partner_cents, "hold_until", hold_until, n + 4
         end
         call("HSET", key, unpack(f, 1, n))
         created[n_created + 1], created[n_created + 2], n_created = at, cid, n_created + 2
-      elseif e.set_status or e.keep then
+      elseif e.set_status or e.keep_history then
         -- A held credit and a released hold say so in the history.
         local step = (to_hold > 0 and "held") or (to_hold < 0 and "released") or e.step
-        local entry = ARGV[p + 8] .. ',"effect":"' .. step .. '"}'
+        local entry = ARGV[p + F_HISTORY_STEP] .. ',"effect":"' .. step .. '"}'
         if st.history == "" or st.history == "[]" then
           st.history = "[" .. entry .. "]"
         else
@@ -320,7 +373,8 @@ for i = 1, k do
         elseif e.credit and upstream ~= "" then
           call("HSET", key, "status", status, "updated", at, "history", st.history,
             "credited_cents", format("%d", st.credited + change), "payout_cents", upstream,
-            "partner_payout_cents", ARGV[p + 6], "currency", ARGV[p + 5])
+            "partner_payout_cents", ARGV[p + F_PARTNER_CENTS],
+            "currency", ARGV[p + F_CURRENCY])
           st.partner = credit
         else
           call("HSET", key, "status", status, "updated", at, "history", st.history,
@@ -373,6 +427,37 @@ local function write_ledger(ledger, values, changed)
     call("HSET", ledger, unpack(sums, 1, n))
   end
 end
+-- A stream id as two numbers (ms, seq); nil when seq is past a double's exact integers.
+local function id_parts(id)
+  local dash = find(id, "-", 1, true)
+  local ms, seq = tonumber(sub(id, 1, dash - 1)), tonumber(sub(id, dash + 1))
+  if seq < 2 ^ 53 then
+    return ms, seq
+  end
+end
+-- The acked entries leave the input stream. Every entry older than the oldest one still
+-- pending has been acked (the group starts at 0 and delivers in id order), and every
+-- entry acked is deleted in the same step as its ack, but for this chunk's. So when the
+-- last entry acked here is older than any still pending, the stream holds nothing else
+-- up to it, and one exact XTRIM MINID removes the chunk's entries (a chunk comes in id
+-- order; were it not, an entry of it newer than the last would stay, acked, until a
+-- later trim passes it: nothing unacked is ever trimmed). Otherwise (an older entry
+-- pending for another consumer, a poison entry waiting) each id goes with XDEL.
+local function remove_acked()
+  local last_ms, last_seq = id_parts(acked[n_acked])
+  local oldest = last_ms and call("XPENDING", stream, group)[2]
+  if oldest then
+    local ms, seq = id_parts(oldest)
+    if not (ms and (ms > last_ms or (ms == last_ms and seq > last_seq))) then
+      last_ms = nil
+    end
+  end
+  if last_ms then
+    call("XTRIM", stream, "MINID", format("%d-%d", last_ms, last_seq + 1))
+  else
+    call("XDEL", stream, unpack(acked, 1, n_acked))
+  end
+end
 if n_acked > 0 then
   write_ledger(points, balances, touched)
   write_ledger(held, held_of, held_touched)
@@ -382,6 +467,6 @@ if n_acked > 0 then
   for outcome, count in pairs(tally) do
     call("HINCRBY", stats, "outcome:" .. outcome, format("%d", count))
   end
-  call("XDEL", stream, unpack(acked, 1, n_acked))
+  remove_acked()
 end
 return table.concat(outcomes, " ")
