@@ -296,6 +296,36 @@ def test_two_forwarders_side_by_side_deliver_each_job_once(
     assert sorted(clicks) == sorted(f"C{i}" for i in range(40))
 
 
+def test_a_forwarder_reading_many_partitions_holds_no_more_than_its_capacity(
+    store, redis_client, settings, sink, make_forwarder
+):
+    settings = settings.with_overrides(partitions=8)
+    keys = Keys(settings.namespace, settings.partitions)
+    ensure_groups(redis_client, keys)
+    add_partner(store, sink)
+    sink.respond("/p1", Reply(200, delay=0.05))
+    for i in range(24):
+        enqueue_job(redis_client, keys, "p1", sample_payload(click_id=f"C{i}"), partition=i % 8)
+    forwarder = make_forwarder(settings=settings, concurrency=1)  # holds 2 jobs at most
+    most = 0
+
+    def step():
+        nonlocal most
+        forwarder.process_batch(block=False)
+        # What it holds is what another forwarder would deliver again were it killed now.
+        pending = sum(
+            redis_client.xpending(keys.forward_stream(n), FORWARDER_GROUP)["pending"]
+            for n in keys.all_partitions()
+        )
+        most = max(most, pending)
+
+    until(lambda: len(forwarded(redis_client, keys)) >= 24, step=step, timeout=30)
+    assert most <= 2
+    assert sorted(r.params["click_id"] for r in sink.received()) == sorted(
+        f"C{i}" for i in range(24)
+    )
+
+
 def test_stop_finishes_the_delivery_in_hand(store, redis_client, keys, sink, make_forwarder):
     add_partner(store, sink)
     sink.respond("/p1", Reply(200, delay=1.0))

@@ -64,6 +64,7 @@ class ForwardReader:
             else None
         )
         self._taking_over: set[int] = set()
+        self._turn = 0  # where the next split of the room starts (shares)
         self.claim_every_s = min(max(settings.claim_idle_ms / 4000, 0.1), 15.0)
 
     def poll(
@@ -71,12 +72,15 @@ class ForwardReader:
     ) -> tuple[int, list[Held]]:
         """One round trip: move due retries, read the config version, read jobs if there is room.
 
-        Each partition is read with its own XREADGROUP (one stream, one slot). Returns the
-        config version and the jobs read (at most ``room``). When nothing came and
+        Each partition is read with its own XREADGROUP (one stream, one slot), for its
+        share of ``room`` (:meth:`shares`): the reads together never ask for more than
+        ``room``. Returns the config version and the jobs read. When nothing came and
         ``block_ms`` is given, waits up to that long for a job on any partition; never
         while own pending entries remain. On a single Redis that wait is one blocking
-        XREADGROUP over every stream; on a cluster, watchers end it
-        (``processors.wakeup``) and every partition is read again without blocking.
+        XREADGROUP over every stream, whose COUNT is per stream: it may bring a few more
+        than ``room`` when ``room`` is under the number of partitions (the forwarder
+        hands those back unsent). On a cluster, watchers end it (``processors.wakeup``)
+        and the partitions are read again, each for its share, without blocking.
         """
         if not partitions and block_ms:  # none held (jobs still are): pause as a read would
             time.sleep(block_ms / 1000)
@@ -86,10 +90,10 @@ class ForwardReader:
             for n in partitions
         ]
         extra: list[tuple] = [("GET", self.keys.config_version())]
-        reading = partitions if room > 0 else []
-        per_partition = max(1, -(-room // max(len(reading), 1)))
+        shares = self.shares(partitions, room)
+        reading = list(shares)
         for n in reading:
-            extra.append(self._read_command(n, self._own_cursor.get(n, "0"), per_partition))
+            extra.append(self._read_command(n, self._own_cursor.get(n, "0"), shares[n]))
         replies = self.scripts.run_many(self.r, "retry_due", calls, extra=extra)
         for reply in replies:
             if isinstance(reply, Exception):
@@ -102,13 +106,14 @@ class ForwardReader:
             reading
             and block_ms
             and not any(got.values())
-            and all(self._own_cursor.get(n) == ">" for n in reading)
+            and all(self._own_cursor.get(n) == ">" for n in partitions)
         ):
-            # A job written to any partition ends the wait at once.
+            # A job written to any partition ends the wait at once (one waiting already
+            # on a partition not read above answers at once too).
             if self._wakeup is None:
-                got.update(self._read_all(reading, per_partition, block_ms))
-            elif self._wakeup.wait(reading, block_ms):
-                got.update(self._read_each(reading, per_partition))
+                got.update(self._read_all(partitions, max(1, room // len(partitions)), block_ms))
+            elif self._wakeup.wait(partitions, block_ms):
+                got.update(self._read_each(self.shares(partitions, room)))
         held = []
         for n, entries in got.items():
             held.extend(self._hold(n, entries))
@@ -116,6 +121,25 @@ class ForwardReader:
                 # An empty answer: this partition's own pending entries are done.
                 self._own_cursor[n] = entries[-1][0] if entries else ">"
         return version, held
+
+    def shares(self, partitions: list[int], room: int) -> dict[int, int]:
+        """How many jobs to read from each partition: ``room`` split among them, summing
+        to ``room`` at most, so a forwarder never holds more than its capacity.
+
+        Partitions with no share this time are left out; the split starts one partition
+        further on each call, so with less room than partitions each gets its turn.
+
+            >>> reader.shares([0, 1, 2], 4)   # then {1: 2, 2: 1, 0: 1}, ...
+            {0: 2, 1: 1, 2: 1}
+        """
+        if room <= 0 or not partitions:
+            return {}
+        start = self._turn % len(partitions)
+        self._turn += 1
+        order = partitions[start:] + partitions[:start]
+        each, extra = divmod(room, len(order))
+        counts = {n: each + (1 if i < extra else 0) for i, n in enumerate(order)}
+        return {n: count for n, count in counts.items() if count > 0}
 
     def _read_all(self, partitions: list[int], count: int, block_ms: int) -> dict[int, list]:
         """One blocking XREADGROUP of new jobs over every partition's stream (single Redis)."""
@@ -131,12 +155,13 @@ class ForwardReader:
             return {by_stream[stream]: entries[0] for stream, entries in reply.items()}
         return {by_stream[stream]: entries for stream, entries in reply or []}
 
-    def _read_each(self, partitions: list[int], count: int) -> dict[int, list]:
-        """New jobs of each partition, one XREADGROUP each, one round trip per node."""
+    def _read_each(self, shares: dict[int, int]) -> dict[int, list]:
+        """New jobs of each partition, up to its share, one XREADGROUP each, one round
+        trip per node."""
         pipe = self.r.pipeline(transaction=False)
-        for n in partitions:
+        for n, count in shares.items():
             pipe.execute_command(*self._read_command(n, ">", count))
-        return {n: _entries(reply) for n, reply in zip(partitions, pipe.execute(), strict=True)}
+        return {n: _entries(reply) for n, reply in zip(shares, pipe.execute(), strict=True)}
 
     def _read_command(self, n: int, cursor: str, count: int) -> tuple:
         head = ("XREADGROUP", "GROUP", FORWARDER_GROUP, self.consumer, "COUNT", count)

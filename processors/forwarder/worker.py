@@ -25,8 +25,10 @@ signals, backoff, reconnects): :meth:`stop` (SIGTERM/SIGINT) finishes the delive
 hand and returns.
 
 Delivery is at least once: a process killed between a partner's 2xx and the bookkeeping
-leaves the job pending, and another forwarder delivers it again after ``claim_idle_ms``.
-Partners can de-duplicate on ``conversion_id`` + ``status``.
+leaves the job pending, and another forwarder delivers it again (at once when it takes
+the partition over, else after ``claim_idle_ms``). Only the jobs it held can be sent
+twice so: ``capacity`` at most, twice its concurrency. Partners can de-duplicate on
+``conversion_id`` + ``status``.
 
 The parts: ``processors.forwarder.reader`` (reading and claiming jobs),
 ``processors.forwarder.dispatch`` (where each job goes, by its partner's state),
@@ -86,7 +88,8 @@ class Forwarder:
         self.scripts = scripts or default_scripts()
         self.consumer = consumer or default_consumer()
         self.concurrency = concurrency or settings.forward_concurrency
-        self.capacity = self.concurrency * 2  # in flight + waiting locally
+        # In flight + waiting locally + finished and not yet recorded: never more held.
+        self.capacity = self.concurrency * 2
         self.session = session or make_session(self.concurrency)
         self.guard = AddressGuard()
         self._timeout = Timeout(
@@ -153,7 +156,7 @@ class Forwarder:
             elif self.room() > 0 and self._results.waiting() < want:
                 block_ms = max(1, min(int(BATCH_WAIT_S * 1000), budget_ms))
         entries += self._poll(partitions, block_ms=block_ms)
-        self._dispatcher.dispatch(entries)
+        self._dispatcher.dispatch(self._within_capacity(entries))
         if self._held and block_ms is None:
             # The delivery threads meanwhile take jobs already waiting in the slots.
             self._wait_for_results(want, BATCH_WAIT_S)
@@ -161,6 +164,30 @@ class Forwarder:
 
     def room(self) -> int:
         return self.capacity - len(self._held)
+
+    def _within_capacity(self, entries: list[Held]) -> list[Held]:
+        """The entries just read, less the newest beyond ``capacity`` held: those go back
+        to the retry set unsent (due at once, no attempt spent).
+
+        What bounds the deliveries sent twice when this process is killed: only the jobs
+        it holds (read, not yet recorded) can have reached a partner without their
+        bookkeeping, and it holds ``capacity`` at most. The reads ask for the room only
+        (``ForwardReader.shares``); a blocking read over every stream of a single Redis
+        counts per stream, and may bring up to one a stream beyond a room smaller than
+        the number of partitions.
+        """
+        over = len(self._held) - self.capacity
+        if over <= 0:
+            return entries
+        kept: list[Held] = []
+        now = self._now_ms()
+        for item in reversed(entries):
+            if over > 0 and item.job is not None:  # (a malformed one is never sent)
+                self._dispatcher.defer(item, now)
+                over -= 1
+            else:
+                kept.append(item)
+        return kept[::-1]
 
     @property
     def busy(self) -> bool:
