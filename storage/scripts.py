@@ -106,11 +106,7 @@ class Scripts:
         click reads. Each reply, or its error; a call redirected or refused for a moved
         slot goes again through a redis-py pipeline, which follows the redirect."""
         results = _raise_lost(_send_packed(client, list(commands), list(commands)))
-        again = [
-            i
-            for i, r in enumerate(results)
-            if isinstance(r, ResponseError) and str(r).startswith(_RAN_NOTHING)
-        ]
+        again = [i for i, r in enumerate(results) if _ran_nothing(r)]
         if again:
             pipe = client.pipeline(transaction=False)
             for i in again:
